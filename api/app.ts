@@ -1,0 +1,43 @@
+/**
+ * Builds the Express application without listening, so tests drive it with supertest and `main.ts` wires the
+ * real process. Express 5 forwards rejected promises from async handlers to the error handler.
+ */
+import express, { type Express } from 'express';
+import { fileURLToPath } from 'node:url';
+import type { ApiDeps } from './deps.ts';
+import { AppError, errorHandler, problems } from './problem.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { healthRoutes } from './routes/health.ts';
+import { purchaseRoutes } from './routes/purchases.ts';
+import { saleRoutes } from './routes/sales.ts';
+import { sessionRoutes } from './routes/session.ts';
+
+/** Request bodies above this size are refused with 413 before parsing. */
+export const BODY_LIMIT = '16kb';
+const JSON_TYPES = ['application/json', 'application/*+json'];
+const WEB_DIR = fileURLToPath(new URL('../web/', import.meta.url));
+
+export function createApp(d: ApiDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', 'loopback');
+  app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
+  app.use((req, _res, next) => {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (hasBody && req.method !== 'GET' && !req.is(JSON_TYPES)) {
+      return next(new AppError('unsupported-media-type', 415, 'Send the body as application/json.'));
+    }
+    next();
+  });
+  app.use(healthRoutes(d));
+  app.use(sessionRoutes(d));
+  app.use(saleRoutes(d));
+  app.use(purchaseRoutes(d));
+  app.use(adminRoutes(d));
+  app.use('/api', (req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));
+  app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
+  app.use((req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));
+  app.use(errorHandler(d.logger));
+  return app;
+}

@@ -1,0 +1,78 @@
+/**
+ * The API process: reads config, connects PostgreSQL, Redis and RabbitMQ, listens, and shuts down gracefully
+ * (stops accepting, lets in-flight requests finish, then closes connections).
+ */
+import closeWithGrace from 'close-with-grace';
+import type { Server } from 'node:http';
+import { pathToFileURL } from 'node:url';
+import { Broker } from '../core/amqp/broker.ts';
+import { topology } from '../core/amqp/topology.ts';
+import { loadConfig, type Config } from '../core/config.ts';
+import { createDb } from '../core/db/client.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { createRedis, createSubscriber } from '../core/redis/client.ts';
+import { createApp } from './app.ts';
+import type { ApiDeps } from './deps.ts';
+import { PurchaseEvents } from './purchase-events.ts';
+
+/** Time in-flight requests get to finish at shutdown, ms. */
+const SHUTDOWN_GRACE_MS = 3000;
+
+/** The running API: its deps, HTTP server and bound port. */
+export interface ApiServer {
+  deps: ApiDeps;
+  server: Server;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Connects every dependency and starts listening on `config.PORT` (0 picks a free port). */
+export async function startApi(config: Config, logger: Logger = createLogger('api', config.LOG_LEVEL)): Promise<ApiServer> {
+  const db = createDb(config.DATABASE_URL, 20);
+  const redis = createRedis(config.REDIS_URL, logger, { failFast: true, commandTimeoutMs: 2000 });
+  const sub = createSubscriber(config.REDIS_URL, logger);
+  const topo = topology(config.AMQP_PREFIX, {
+    retryDelaysMs: config.RETRY_DELAYS_MS,
+    paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
+    deliveryLimit: config.DELIVERY_LIMIT,
+  });
+  const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
+  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events: new PurchaseEvents(sub, config.REDIS_KEY_PREFIX, logger) };
+  const app = createApp(deps);
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(config.PORT, () => resolve(s));
+  });
+  server.keepAliveTimeout = 65_000;
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.PORT;
+  return {
+    deps,
+    server,
+    port,
+    async stop() {
+      // Let requests in flight finish; SSE streams never do, so they are cut after a grace period and their
+      // clients reconnect to another node.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+      await closed;
+      clearTimeout(grace);
+      await broker.close();
+      sub.disconnect();
+      redis.disconnect();
+      await db.$disconnect();
+    },
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const config = loadConfig();
+  const logger = createLogger('api', config.LOG_LEVEL);
+  const api = await startApi(config, logger);
+  logger.info({ port: api.port }, `API listening on http://localhost:${api.port}`);
+  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'shutting down after an error');
+    else logger.info({ signal }, 'shutting down');
+    await api.stop();
+  });
+}

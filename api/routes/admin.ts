@@ -1,0 +1,76 @@
+/**
+ * Admin routes (Authorization: Bearer <ADMIN_TOKEN>): create a sale, read a sale's stock and order counts.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import { saleKeys } from '../../core/redis/keys.ts';
+import { createSale, findSale, loadSale, saleView } from '../../core/sales.ts';
+import { requireAdmin } from '../auth.ts';
+import type { ApiDeps } from '../deps.ts';
+import { problems } from '../problem.ts';
+import { parse } from '../validate.ts';
+
+const createSaleBody = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200),
+    stock: z.int().min(1).max(10_000_000),
+    startsAt: z.iso.datetime({ offset: true }).optional(),
+    endsAt: z.iso.datetime({ offset: true }).optional(),
+    perUserLimit: z.int().min(1).max(10_000).default(1),
+  })
+  .refine((b) => !b.endsAt || new Date(b.endsAt) > new Date(b.startsAt ?? Date.now()), {
+    path: ['endsAt'],
+    message: 'must be after startsAt',
+  });
+
+export function adminRoutes(d: ApiDeps): Router {
+  const r = Router();
+  const prefix = d.config.REDIS_KEY_PREFIX;
+  r.use('/api/admin', requireAdmin(d.config.ADMIN_TOKEN));
+
+  r.post('/api/admin/sales', async (req, res) => {
+    const b = parse(createSaleBody, req.body ?? {}, 'body');
+    const sale = await createSale(d.db, d.redis, prefix, {
+      name: b.name,
+      stock: b.stock,
+      perUserLimit: b.perUserLimit,
+      startsAt: b.startsAt ? new Date(b.startsAt) : new Date(),
+      endsAt: b.endsAt ? new Date(b.endsAt) : null,
+    });
+    res.status(201).location(`/api/sales/${sale.id}`).json(saleView(sale, sale.stock));
+  });
+
+  r.get('/api/admin/sales/:saleId/stats', async (req, res) => {
+    const saleId = req.params.saleId;
+    const sale = z.uuid().safeParse(saleId).success ? await findSale(d.db, saleId) : null;
+    if (!sale) throw problems.saleNotFound(saleId);
+    await loadSale(d.db, d.redis, prefix, saleId);
+    const [hot, inflight, orders, decisions, sold] = await Promise.all([
+      d.redis.hmget(saleKeys(prefix, saleId).sale, 'remaining', 'pending'),
+      d.redis.zcard(saleKeys(prefix, saleId).inflight),
+      d.db.order.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true }, _sum: { quantity: true } }),
+      d.db.purchase.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true } }),
+      d.db.sale.findUnique({ where: { id: saleId }, select: { sold: true } }),
+    ]);
+    const byStatus = Object.fromEntries(orders.map((o) => [o.status, { orders: o._count._all, units: o._sum.quantity ?? 0 }]));
+    const active = ['pending_payment', 'paid'].map((s) => byStatus[s] ?? { orders: 0, units: 0 });
+    res.set('Cache-Control', 'no-store').json({
+      saleId,
+      stock: sale.stock,
+      remaining: Number(hot[0] ?? 0),
+      pendingUnits: Number(hot[1] ?? 0),
+      inflightRequests: inflight,
+      ordersInDatabase: active.reduce((n, a) => n + a.orders, 0),
+      unitsInDatabase: active.reduce((n, a) => n + a.units, 0),
+      soldInDatabase: sold?.sold ?? 0,
+      ordersByStatus: {
+        pending_payment: byStatus.pending_payment?.orders ?? 0,
+        paid: byStatus.paid?.orders ?? 0,
+        expired: byStatus.expired?.orders ?? 0,
+      },
+      decisions: Object.fromEntries(decisions.map((p) => [p.status, p._count._all])),
+    });
+  });
+
+  return r;
+}

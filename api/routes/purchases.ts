@@ -1,0 +1,124 @@
+/**
+ * Purchase routes: request a purchase (202), read its state (ETag, 304), follow it over Server-Sent Events.
+ */
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
+import { requireShopper } from '../auth.ts';
+import type { ApiDeps } from '../deps.ts';
+import { problems } from '../problem.ts';
+import { getPurchase, requestPurchase } from '../purchase-service.ts';
+import { parse } from '../validate.ts';
+
+const purchaseBody = z.strictObject({ quantity: z.int().min(1).max(10_000).default(1) });
+const idempotencyKeyHeader = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+
+function etagOf(s: PurchaseState): string {
+  return `"${s.requestId}.${s.version}"`;
+}
+
+export function purchaseRoutes(d: ApiDeps): Router {
+  const r = Router();
+  const shopper = requireShopper(d.config.JWT_SECRET);
+
+  r.post('/api/sales/:saleId/purchases', shopper, async (req, res) => {
+    const saleId = req.params.saleId as string;
+    if (!z.uuid().safeParse(saleId).success) throw problems.saleNotFound(saleId);
+    const body = parse(purchaseBody, req.body ?? {}, 'body');
+    const keyHeader = req.get('Idempotency-Key');
+    const idempotencyKey = keyHeader === undefined ? undefined : parse(idempotencyKeyHeader, keyHeader, 'header');
+    const accepted = await requestPurchase(d, { saleId, userId: req.userId!, quantity: body.quantity, idempotencyKey });
+    const statusUrl = `/api/purchases/${accepted.requestId}`;
+    if (accepted.replayed) res.set('Idempotent-Replayed', 'true');
+    res.status(202).location(statusUrl).json({
+      requestId: accepted.requestId,
+      saleId,
+      status: 'queued',
+      statusUrl,
+      eventsUrl: `${statusUrl}/events`,
+    });
+  });
+
+  r.get('/api/purchases/:requestId', shopper, async (req, res) => {
+    const requestId = requestIdParam(req.params.requestId);
+    const state = await getPurchase(d, requestId, req.userId!);
+    const etag = etagOf(state);
+    res.set({ ETag: etag, 'Cache-Control': 'private, no-cache' });
+    if (req.get('If-None-Match')?.split(/\s*,\s*/).includes(etag)) {
+      res.status(304).end();
+      return;
+    }
+    res.json(toView(state));
+  });
+
+  r.get('/api/purchases/:requestId/events', shopper, async (req, res) => {
+    const requestId = requestIdParam(req.params.requestId);
+    await streamPurchase(d, requestId, req.userId!, lastEventId(req.get('Last-Event-ID') ?? req.query.lastEventId), res);
+  });
+
+  return r;
+}
+
+function requestIdParam(value: unknown): string {
+  const id = String(value);
+  if (!z.uuid().safeParse(id).success) throw problems.notFound(`No purchase request ${id}.`);
+  return id;
+}
+
+function lastEventId(value: unknown): number {
+  const n = Number(typeof value === 'string' ? value : 0);
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/**
+ * Streams a purchase's states as `event: status` (id = version): the current state first, then each change,
+ * closing after a final state. Subscribes before reading, so a result written before the connection is never
+ * missed; versions at or below Last-Event-ID are not sent again. Source of the protocol:
+ * https://html.spec.whatwg.org/multipage/server-sent-events.html
+ */
+async function streamPurchase(d: ApiDeps, requestId: string, userId: string, after: number, res: Response): Promise<void> {
+  let sent = after;
+  let closed = false;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let unsubscribe: (() => void) | undefined;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    clearInterval(heartbeat);
+    unsubscribe?.();
+    res.end();
+  };
+  const send = (s: PurchaseState) => {
+    if (closed || s.version <= sent) return;
+    sent = s.version;
+    res.write(`event: status\nid: ${s.version}\ndata: ${JSON.stringify(toView(s))}\n\n`);
+    if (isFinal(s.status)) close();
+  };
+  const refresh = () => {
+    getPurchase(d, requestId, userId).then(send, () => undefined);
+  };
+
+  unsubscribe = await d.events.subscribe(requestId, (s) => (s === 'resync' ? refresh() : s.requestId === requestId && send(s)));
+  let state: PurchaseState;
+  try {
+    state = await getPurchase(d, requestId, userId);
+  } catch (err) {
+    unsubscribe();
+    throw err;
+  }
+  res.status(200).set({
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    Connection: 'keep-alive',
+    'X-Accel-Buffering': 'no',
+  });
+  res.flushHeaders();
+  res.on('close', close);
+  heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
+  if (state.version <= sent && isFinal(state.status)) return close();
+  send(state);
+}

@@ -1,0 +1,29 @@
+/**
+ * Public sale routes: the list and one sale, with live remaining stock and state.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import { findSale, listSales, remainingOf, saleView } from '../../core/sales.ts';
+import type { ApiDeps } from '../deps.ts';
+import { problems } from '../problem.ts';
+
+export function saleRoutes(d: ApiDeps): Router {
+  const r = Router();
+  const prefix = d.config.REDIS_KEY_PREFIX;
+
+  r.get('/api/sales', async (_req, res) => {
+    const sales = await listSales(d.db);
+    const remaining = await remainingOf(d.db, d.redis, prefix, sales.map((s) => s.id));
+    res.json({ sales: sales.map((s) => saleView(s, remaining.get(s.id) ?? 0)) });
+  });
+
+  r.get('/api/sales/:saleId', async (req, res) => {
+    const saleId = req.params.saleId;
+    const sale = z.uuid().safeParse(saleId).success ? await findSale(d.db, saleId) : null;
+    if (!sale) throw problems.saleNotFound(saleId);
+    const remaining = await remainingOf(d.db, d.redis, prefix, [sale.id]);
+    res.set('Cache-Control', 'no-cache').json(saleView(sale, remaining.get(sale.id) ?? 0));
+  });
+
+  return r;
+}

@@ -1,0 +1,81 @@
+/**
+ * Process configuration: one zod schema over the environment, parsed once, frozen.
+ * Nothing else in the codebase reads `process.env`.
+ *
+ * Local defaults point at 127.0.0.1 so that `npm start` needs no configuration on a development machine; in
+ * production (`NODE_ENV=production`) the secrets have no default and the demo login is off unless asked for.
+ */
+import { z } from 'zod';
+
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+const int = (min: number) => z.coerce.number().int().min(min);
+
+const schema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    PORT: int(0).max(65535).default(3000),
+    DATABASE_URL: z.url().default('postgresql://postgres@127.0.0.1:5432/flash_sale'),
+    REDIS_URL: z.url().default('redis://127.0.0.1:6379'),
+    AMQP_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
+    JWT_SECRET: z.string().min(32, 'JWT_SECRET must be at least 32 characters').optional(),
+    ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional(),
+    DEMO_LOGIN: bool.optional(),
+    /** Prefix of every Redis key; the version lets two incompatible builds share one Redis. */
+    REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9:_-]+$/).default('fs:v1'),
+    /** Prefix of every exchange and queue name. */
+    AMQP_PREFIX: z.string().regex(/^[a-z0-9._-]+$/).default('fs.v1'),
+    /** Time a shopper has to pay for a reservation, s. */
+    PAYMENT_WINDOW_SECONDS: int(1).default(600),
+    /** Delays of the retry tiers, ms, comma separated: one delayed queue per tier. */
+    RETRY_DELAYS_MS: z
+      .string()
+      .regex(/^\d+(,\d+)*$/, 'RETRY_DELAYS_MS must be comma-separated integers, e.g. 1000,5000,30000')
+      .default('1000,5000,30000')
+      .transform((s) => s.split(',').map(Number)),
+    /** Quorum queue x-delivery-limit: deliveries before a crash-looping message is dead-lettered, count. */
+    DELIVERY_LIMIT: int(1).default(10),
+    /** Unacknowledged deliveries a worker holds, count. */
+    WORKER_PREFETCH: int(1).max(65535).default(2000),
+    /** Most purchases a worker decides in one batch (one Redis pipeline, one PostgreSQL transaction), count. */
+    WORKER_BATCH_SIZE: int(1).default(500),
+    /** An admitted request neither decided nor released after this long is re-published by the sweeper, ms. */
+    STALE_ADMISSION_MS: int(1000).default(120_000),
+    /** How long the API waits for a publisher confirm before answering 503, ms. */
+    PUBLISH_TIMEOUT_MS: int(100).default(5000),
+    /** Lifetime of a shopper token minted by the demo login, s. */
+    SESSION_TTL_SECONDS: int(60).default(12 * 3600),
+    /** Lifetime of an idempotency key, s (RFC draft-ietf-httpapi-idempotency-key-header suggests 24 h). */
+    IDEMPOTENCY_TTL_SECONDS: int(60).default(24 * 3600),
+    /** Interval of the SSE heartbeat comment, ms. */
+    SSE_HEARTBEAT_MS: int(100).default(15_000),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .transform((env, ctx) => {
+    const production = env.NODE_ENV === 'production';
+    if (production && !env.JWT_SECRET) ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'required in production' });
+    if (production && !env.ADMIN_TOKEN) ctx.addIssue({ code: 'custom', path: ['ADMIN_TOKEN'], message: 'required in production' });
+    return {
+      ...env,
+      JWT_SECRET: env.JWT_SECRET ?? 'development-only-secret-do-not-use-in-production',
+      ADMIN_TOKEN: env.ADMIN_TOKEN ?? 'development-admin-token',
+      DEMO_LOGIN: env.DEMO_LOGIN ?? !production,
+    };
+  });
+
+export type Config = Readonly<z.output<typeof schema>>;
+
+/**
+ * Parses and validates configuration from an environment map.
+ * @param env - variables to read, `process.env` by default; empty strings count as unset.
+ * @returns a frozen config object.
+ * @throws Error listing every invalid variable, so a misconfigured process fails at start with a clear message.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new Error(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return Object.freeze(parsed.data);
+}

@@ -1,0 +1,41 @@
+/**
+ * Queue message schemas. A message that fails its schema is a poison message: it goes straight to the dead-letter
+ * queue, never retried.
+ */
+import { z } from 'zod';
+
+/** User ids come from a token's `sub`; they are part of Redis keys, so they are short and printable. */
+export const userIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+
+/** A purchase admitted by the API, on its way to the worker. `epoch` is the sale's Redis epoch at admission. */
+export const purchaseMessageSchema = z.object({
+  v: z.literal(1),
+  requestId: z.uuid(),
+  saleId: z.uuid(),
+  userId: userIdSchema,
+  quantity: z.int().min(1).max(10_000),
+  epoch: z.string().min(1).max(64),
+  /** Admission time, ms since the epoch. */
+  admittedAt: z.int().nonnegative(),
+});
+export type PurchaseMessage = z.infer<typeof purchaseMessageSchema>;
+
+/** A reservation to expire when its payment window closes, unless it was paid. */
+export const reservationMessageSchema = z.object({
+  v: z.literal(1),
+  orderId: z.uuid(),
+  requestId: z.uuid(),
+  saleId: z.uuid(),
+  userId: userIdSchema,
+  quantity: z.int().min(1),
+});
+export type ReservationMessage = z.infer<typeof reservationMessageSchema>;
+
+/** AMQP header carrying how many times a purchase was retried after a transient failure, count. */
+export const ATTEMPT_HEADER = 'x-attempt';
+/** AMQP header carrying why a message was dead-lettered by the worker. */
+export const REASON_HEADER = 'x-failure-reason';

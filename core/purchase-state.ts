@@ -1,0 +1,60 @@
+/**
+ * The shopper-visible state of a purchase request, kept in Redis under its own key and announced on its own
+ * pub/sub channel at each new version. PostgreSQL keeps the final decisions (table `purchases`) for when Redis
+ * has lost them.
+ */
+import type { Redis } from 'ioredis';
+import { purchaseChannel, purchaseKey } from './redis/keys.ts';
+import { putState } from './redis/scripts.ts';
+
+export type PurchaseStatus = 'queued' | 'succeeded' | 'sold_out' | 'rejected' | 'failed';
+
+/** Stored state. `version` grows with each change (1 = queued, 2 = final); it is the SSE event id and the ETag. */
+export interface PurchaseState {
+  requestId: string;
+  saleId: string;
+  userId: string;
+  status: PurchaseStatus;
+  orderId?: string;
+  reason?: string;
+  /** ISO 8601. */
+  updatedAt: string;
+  version: number;
+}
+
+/** What the owner sees: the state without the owner's id and version. */
+export type PurchaseView = Omit<PurchaseState, 'userId' | 'version'>;
+
+export const QUEUED_VERSION = 1;
+export const FINAL_VERSION = 2;
+/** Purchase states stay in Redis this long, s. */
+export const STATE_TTL_S = 7 * 24 * 3600;
+
+export function isFinal(status: PurchaseStatus): boolean {
+  return status !== 'queued';
+}
+
+export function toView(s: PurchaseState): PurchaseView {
+  const { userId: _u, version: _v, ...view } = s;
+  return view;
+}
+
+/** Arguments of {@link putState} for a state: persist, then publish, atomically, only if newer. */
+export function stateWrite(prefix: string, s: PurchaseState) {
+  return {
+    key: purchaseKey(prefix, s.requestId),
+    args: { version: s.version, body: JSON.stringify(s), ttlS: STATE_TTL_S, channel: purchaseChannel(prefix, s.requestId) },
+  };
+}
+
+/** Stores and announces a state. @returns true when stored, false when a newer version was there. */
+export async function writeState(redis: Redis, prefix: string, s: PurchaseState): Promise<boolean> {
+  const w = stateWrite(prefix, s);
+  return (await putState(redis, w.key, w.args)) === 1;
+}
+
+/** Reads a state. @returns undefined when Redis has none. @throws on a stored body that is not a state. */
+export async function readState(redis: Redis, prefix: string, requestId: string): Promise<PurchaseState | undefined> {
+  const body = await redis.hget(purchaseKey(prefix, requestId), 'body');
+  return body ? (JSON.parse(body) as PurchaseState) : undefined;
+}

@@ -1,0 +1,206 @@
+/**
+ * Typed wrappers around the Lua scripts in `./scripts`: one atomic operation per file, named
+ * `<verb>-<numberOfKeys>.lua` (the layout BullMQ uses). Scripts are registered with ioredis `defineCommand` under a
+ * versioned name, so two builds sharing one Redis never run each other's bodies; ioredis does EVALSHA with the EVAL
+ * fallback. Every script is safe to run twice, because ioredis re-sends in-flight commands after a reconnect.
+ */
+import { readFileSync } from 'node:fs';
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { SaleKeys } from './keys.ts';
+
+const SCRIPT_VERSION = 'v1';
+const scripts = { admit: 6, decide: 5, release: 3, withdraw: 5, load: 5, 'put-state': 1 } as const;
+type ScriptName = keyof typeof scripts;
+const commandName = (name: ScriptName) => `fs_${name.replace('-', '_')}_${SCRIPT_VERSION}`;
+
+/** Outcome codes of `admit-6.lua`. */
+export enum AdmitCode {
+  Admitted = 0,
+  Replayed = 1,
+  IdempotencyKeyReused = 2,
+  SaleNotLoaded = 3,
+  SaleNotActive = 4,
+  OverLimit = 5,
+  Duplicate = 6,
+  SoldOut = 7,
+}
+
+/** Decision codes of `decide-5.lua`, also stored per request in the sale's decided hash. */
+export enum Decision {
+  Succeeded = 0,
+  SoldOut = 1,
+  OverLimit = 2,
+  Withdrawn = 3,
+  SaleNotLoaded = 4,
+  Expired = 5,
+  Failed = 6,
+}
+
+export interface AdmitResult {
+  code: AdmitCode;
+  /** Epoch, replayed requestId, "upcoming"/"ended", limit or duplicate requestId, depending on the code. */
+  value: string;
+}
+
+export interface DecideResult {
+  decision: Decision;
+  /** True when the request was decided before (a redelivery): nothing changed this time. */
+  replayed: boolean;
+}
+
+/** Registers every script on a client. Call once per ioredis client before using the wrappers below. */
+export function defineScripts(redis: Redis): void {
+  for (const [name, numberOfKeys] of Object.entries(scripts) as [ScriptName, number][]) {
+    const lua = readFileSync(new URL(`./scripts/${name}-${numberOfKeys}.lua`, import.meta.url), 'utf8');
+    redis.defineCommand(commandName(name), { numberOfKeys, lua });
+  }
+}
+
+type Runner = Redis | ChainableCommander;
+function run(client: Runner, name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+  const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[commandName(name)];
+  if (!fn) throw new Error(`Redis script ${name} is not defined on this client: call defineScripts() first`);
+  return fn.call(client, ...keys, ...args);
+}
+
+/** Checks that a script replied with `[integer, string|integer]`; a surprise is an error, not a guess. */
+function pair(reply: unknown, script: string): [number, string] {
+  if (Array.isArray(reply) && reply.length === 2 && typeof reply[0] === 'number') {
+    return [reply[0], String(reply[1])];
+  }
+  throw new Error(`Unexpected reply from ${script}: ${JSON.stringify(reply)}`);
+}
+
+function integer(reply: unknown, script: string): number {
+  if (typeof reply === 'number') return reply;
+  throw new Error(`Unexpected reply from ${script}: ${JSON.stringify(reply)}`);
+}
+
+/**
+ * Admits a purchase request (see `admit-6.lua`).
+ * @param idemKey - the idempotency key's Redis key (any key of the sale's slot when the request has none).
+ * @param a - `bodyHash` is "" when the request has no Idempotency-Key; `nowMs` in ms; `idemTtlS` in s.
+ */
+export async function admit(
+  redis: Redis,
+  keys: SaleKeys,
+  idemKey: string,
+  a: { requestId: string; userId: string; quantity: number; nowMs: number; bodyHash: string; idemTtlS: number },
+): Promise<AdmitResult> {
+  const reply = await run(
+    redis,
+    'admit',
+    [keys.sale, keys.held, keys.last, keys.inflight, keys.requests, idemKey],
+    [a.requestId, a.userId, a.quantity, a.nowMs, a.bodyHash, a.idemTtlS],
+  );
+  const [code, value] = pair(reply, 'admit');
+  return { code, value };
+}
+
+/** Arguments of one decision: the purchase message's fields. */
+export interface DecideArgs {
+  requestId: string;
+  userId: string;
+  quantity: number;
+  epoch: string;
+}
+
+/** Queues a decision on a pipeline (see `decide-5.lua`); parse its reply with {@link parseDecide}. */
+export function queueDecide(pipeline: ChainableCommander, keys: SaleKeys, a: DecideArgs): void {
+  void run(pipeline, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
+    a.requestId,
+    a.userId,
+    a.quantity,
+    a.epoch,
+  ]);
+}
+
+/** Parses the reply of a queued decision. @throws Error on a reply of an unexpected shape. */
+export function parseDecide(reply: unknown): DecideResult {
+  const [decision, replayed] = pair(reply, 'decide');
+  return { decision, replayed: replayed === '1' };
+}
+
+/** Decides one purchase (see `decide-5.lua`). */
+export async function decide(redis: Redis, keys: SaleKeys, a: DecideArgs): Promise<DecideResult> {
+  return parseDecide(
+    await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
+      a.requestId,
+      a.userId,
+      a.quantity,
+      a.epoch,
+    ]),
+  );
+}
+
+/**
+ * Returns a succeeded purchase's units to stock (see `release-3.lua`).
+ * @param as - the decision to record instead: SoldOut, Expired or Failed.
+ * @returns true when units went back to stock, false when there was nothing to release.
+ */
+export async function release(
+  redis: Redis,
+  keys: SaleKeys,
+  a: { requestId: string; userId: string; quantity: number; as: Decision },
+): Promise<boolean> {
+  const reply = await run(redis, 'release', [keys.sale, keys.held, keys.decided], [a.requestId, a.userId, a.quantity, a.as]);
+  return integer(reply, 'release') === 1;
+}
+
+/** Withdraws an admission whose publish failed (see `withdraw-5.lua`). @returns true when withdrawn. */
+export async function withdraw(
+  redis: Redis,
+  keys: SaleKeys,
+  idemKey: string,
+  a: { requestId: string; userId: string; quantity: number },
+): Promise<boolean> {
+  const reply = await run(redis, 'withdraw', [keys.sale, keys.held, keys.inflight, keys.requests, idemKey], [
+    a.requestId,
+    a.userId,
+    a.quantity,
+  ]);
+  return integer(reply, 'withdraw') === 1;
+}
+
+/** A sale's state as PostgreSQL holds it, to load into Redis. */
+export interface SaleSnapshot {
+  stock: number;
+  remaining: number;
+  perUserLimit: number;
+  startsAtMs: number;
+  /** 0 when the sale has no end. */
+  endsAtMs: number;
+  epoch: string;
+  /** userId -> units held by active orders. */
+  buyers: [string, number][];
+  /** requestId -> decision code, for every decision PostgreSQL holds. */
+  decisions: [string, Decision][];
+}
+
+/** Loads a sale unless it is loaded already (see `load-5.lua`). @returns true when this call loaded it. */
+export async function load(redis: Redis, keys: SaleKeys, s: SaleSnapshot): Promise<boolean> {
+  const reply = await run(redis, 'load', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
+    s.stock,
+    s.remaining,
+    s.perUserLimit,
+    s.startsAtMs,
+    s.endsAtMs,
+    s.epoch,
+    s.buyers.length,
+    ...s.buyers.flat(),
+    ...s.decisions.flat(),
+  ]);
+  return integer(reply, 'load') === 1;
+}
+
+/**
+ * Stores a purchase state version and publishes it (see `put-state-1.lua`); queue it on a pipeline or run it.
+ * @returns (when run) true when stored, false when a newer version was there.
+ */
+export function putState(
+  client: Runner,
+  key: string,
+  a: { version: number; body: string; ttlS: number; channel: string },
+): Promise<unknown> {
+  return run(client, 'put-state', [key], [a.version, a.body, a.ttlS, a.channel]);
+}

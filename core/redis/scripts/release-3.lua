@@ -1,0 +1,17 @@
+--[[
+  Returns the units of a succeeded purchase to stock: its reservation expired unpaid, it failed for good after it
+  was decided, or PostgreSQL refused it. Idempotent per requestId: only a SUCCEEDED decision is released, once.
+
+  KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] decided hash  (see admit-6.lua, decide-5.lua)
+  ARGV[1] requestId  ARGV[2] userId  ARGV[3] quantity  ARGV[4] the new decision code (1 SOLD_OUT, 5 EXPIRED, 6 FAILED)
+
+  Returns 1 when the units went back to stock, 0 when there was nothing to release.
+]]
+local rcall = redis.call
+local quantity = tonumber(ARGV[3])
+if rcall("HGET", KEYS[3], ARGV[1]) ~= "0" then return 0 end
+if rcall("EXISTS", KEYS[1]) == 0 then return 0 end
+rcall("HINCRBY", KEYS[1], "remaining", quantity)
+if rcall("HINCRBY", KEYS[2], ARGV[2], -quantity) <= 0 then rcall("HDEL", KEYS[2], ARGV[2]) end
+rcall("HSET", KEYS[3], ARGV[1], ARGV[4])
+return 1

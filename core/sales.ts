@@ -1,0 +1,147 @@
+/**
+ * Sales: created in PostgreSQL, then loaded into Redis, where admission and decisions run. When Redis has lost a
+ * sale (it keeps nothing on disk), any process rebuilds it from PostgreSQL with a new epoch (see `load-5.lua`).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Db } from './db/client.ts';
+import { loadedSalesKey, saleKeys } from './redis/keys.ts';
+import { Decision, load, type SaleSnapshot } from './redis/scripts.ts';
+
+export type SaleState = 'upcoming' | 'live' | 'sold_out' | 'ended';
+
+export interface SaleRecord {
+  id: string;
+  name: string;
+  stock: number;
+  perUserLimit: number;
+  startsAt: Date;
+  endsAt: Date | null;
+}
+
+/** The public view of a sale. Times are ISO 8601. */
+export interface SaleView {
+  id: string;
+  name: string;
+  stock: number;
+  remaining: number;
+  startsAt: string;
+  endsAt: string | null;
+  perUserLimit: number;
+  state: SaleState;
+}
+
+const saleSelect = { id: true, name: true, stock: true, perUserLimit: true, startsAt: true, endsAt: true } as const;
+
+/** Creates a sale in PostgreSQL and loads it into Redis. */
+export async function createSale(
+  db: Db,
+  redis: Redis,
+  prefix: string,
+  input: { name: string; stock: number; perUserLimit: number; startsAt: Date; endsAt: Date | null },
+): Promise<SaleRecord> {
+  const sale = await db.sale.create({ data: { id: randomUUID(), ...input }, select: saleSelect });
+  await loadSale(db, redis, prefix, sale.id);
+  return sale;
+}
+
+export function findSale(db: Db, id: string): Promise<SaleRecord | null> {
+  return db.sale.findUnique({ where: { id }, select: saleSelect });
+}
+
+/** Every sale, newest first, at most `limit`. */
+export function listSales(db: Db, limit = 100): Promise<SaleRecord[]> {
+  return db.sale.findMany({ select: saleSelect, orderBy: { createdAt: 'desc' }, take: limit });
+}
+
+/**
+ * Reads the remaining units of sales from Redis, rebuilding any that Redis lost.
+ * @returns saleId -> remaining units.
+ */
+export async function remainingOf(db: Db, redis: Redis, prefix: string, ids: string[]): Promise<Map<string, number>> {
+  const read = () => Promise.all(ids.map((id) => redis.hget(saleKeys(prefix, id).sale, 'remaining')));
+  let values = await read();
+  const missing = ids.filter((_, i) => values[i] === null);
+  if (missing.length) {
+    await Promise.all(missing.map((id) => loadSale(db, redis, prefix, id)));
+    values = await read();
+  }
+  return new Map(ids.map((id, i) => [id, Number(values[i] ?? 0)]));
+}
+
+/** The public view of a sale at `now`. */
+export function saleView(sale: SaleRecord, remaining: number, now = Date.now()): SaleView {
+  let state: SaleState = 'live';
+  if (now < sale.startsAt.getTime()) state = 'upcoming';
+  else if (sale.endsAt && now >= sale.endsAt.getTime()) state = 'ended';
+  else if (remaining <= 0) state = 'sold_out';
+  return {
+    id: sale.id,
+    name: sale.name,
+    stock: sale.stock,
+    remaining,
+    startsAt: sale.startsAt.toISOString(),
+    endsAt: sale.endsAt?.toISOString() ?? null,
+    perUserLimit: sale.perUserLimit,
+    state,
+  };
+}
+
+const decisionCode = { succeeded: Decision.Succeeded, sold_out: Decision.SoldOut, rejected: Decision.OverLimit, failed: Decision.Failed } as const;
+
+/**
+ * Reads a consistent snapshot of a sale from PostgreSQL (one REPEATABLE READ transaction): remaining units, the
+ * units each buyer holds, and every decision taken, so a rebuilt Redis answers redeliveries as before.
+ * @returns undefined when the sale does not exist.
+ */
+export async function snapshotSale(db: Db, saleId: string): Promise<SaleSnapshot | undefined> {
+  return db.$transaction(
+    async (tx) => {
+      const sale = await tx.sale.findUnique({ where: { id: saleId } });
+      if (!sale) return undefined;
+      const buyers = await tx.saleBuyer.findMany({ where: { saleId, units: { gt: 0 } }, select: { userId: true, units: true } });
+      const purchases = await tx.purchase.findMany({ where: { saleId }, select: { requestId: true, status: true, orderId: true } });
+      const expired = new Set(
+        (await tx.order.findMany({ where: { saleId, status: 'expired' }, select: { requestId: true } })).map((o) => o.requestId),
+      );
+      return {
+        stock: sale.stock,
+        remaining: sale.stock - sale.sold,
+        perUserLimit: sale.perUserLimit,
+        startsAtMs: sale.startsAt.getTime(),
+        endsAtMs: sale.endsAt?.getTime() ?? 0,
+        epoch: randomUUID(),
+        buyers: buyers.map((b) => [b.userId, b.units] as [string, number]),
+        decisions: purchases.map(
+          (p) => [p.requestId, expired.has(p.requestId) ? Decision.Expired : decisionCode[p.status]] as [string, Decision],
+        ),
+      };
+    },
+    { isolationLevel: 'RepeatableRead' },
+  );
+}
+
+const inFlightLoads = new Map<string, Promise<'loaded' | 'present' | 'missing'>>();
+
+/**
+ * Loads a sale into Redis from PostgreSQL unless Redis has it. Concurrent calls in one process share one load;
+ * across processes the load script lets exactly one win.
+ * @returns 'loaded' (this call loaded it), 'present' (already there), or 'missing' (no such sale).
+ */
+export function loadSale(db: Db, redis: Redis, prefix: string, saleId: string): Promise<'loaded' | 'present' | 'missing'> {
+  const key = `${prefix}|${saleId}`;
+  let pending = inFlightLoads.get(key);
+  if (!pending) {
+    pending = (async () => {
+      const keys = saleKeys(prefix, saleId);
+      if (await redis.exists(keys.sale)) return 'present' as const;
+      const snapshot = await snapshotSale(db, saleId);
+      if (!snapshot) return 'missing' as const;
+      const loaded = await load(redis, keys, snapshot);
+      await redis.sadd(loadedSalesKey(prefix), saleId);
+      return loaded ? ('loaded' as const) : ('present' as const);
+    })().finally(() => inFlightLoads.delete(key));
+    inFlightLoads.set(key, pending);
+  }
+  return pending;
+}

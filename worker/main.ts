@@ -1,0 +1,69 @@
+/**
+ * The worker process: decides purchases, expires unpaid reservations, and sweeps stale admissions. Several
+ * workers may run at once; they share the queues and coordinate only through Redis scripts and PostgreSQL.
+ */
+import closeWithGrace from 'close-with-grace';
+import { pathToFileURL } from 'node:url';
+import { Broker } from '../core/amqp/broker.ts';
+import { topology } from '../core/amqp/topology.ts';
+import { loadConfig, type Config } from '../core/config.ts';
+import { createDb } from '../core/db/client.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { createRedis } from '../core/redis/client.ts';
+import { PurchaseWorker, type WorkerDeps } from './purchase-worker.ts';
+import { sweepStaleAdmissions } from './sweeper.ts';
+
+export interface RunningWorker {
+  deps: WorkerDeps;
+  worker: PurchaseWorker;
+  stop(): Promise<void>;
+}
+
+/** Connects, declares the topology, and starts consuming. */
+export async function startWorker(config: Config, logger: Logger = createLogger('worker', config.LOG_LEVEL)): Promise<RunningWorker> {
+  const db = createDb(config.DATABASE_URL, 10);
+  const redis = createRedis(config.REDIS_URL, logger);
+  const topo = topology(config.AMQP_PREFIX, {
+    retryDelaysMs: config.RETRY_DELAYS_MS,
+    paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
+    deliveryLimit: config.DELIVERY_LIMIT,
+  });
+  const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
+  const deps: WorkerDeps = { config, logger, db, redis, broker, topology: topo };
+  const worker = new PurchaseWorker(deps);
+  await worker.start();
+
+  let sweeping = false;
+  const sweeper = setInterval(() => {
+    if (sweeping) return;
+    sweeping = true;
+    sweepStaleAdmissions({ redis, broker, topology: topo, logger, prefix: config.REDIS_KEY_PREFIX }, config.STALE_ADMISSION_MS)
+      .catch((err: Error) => logger.warn({ err: err.message }, 'sweep failed'))
+      .finally(() => (sweeping = false));
+  }, Math.max(250, Math.floor(config.STALE_ADMISSION_MS / 4)));
+  sweeper.unref();
+
+  return {
+    deps,
+    worker,
+    async stop() {
+      clearInterval(sweeper);
+      await worker.stop();
+      await broker.close();
+      redis.disconnect();
+      await db.$disconnect();
+    },
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const config = loadConfig();
+  const logger = createLogger('worker', config.LOG_LEVEL);
+  const running = await startWorker(config, logger);
+  logger.info({ queue: running.deps.topology.purchaseQueue }, 'worker consuming');
+  closeWithGrace({ delay: 15_000 }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'shutting down after an error');
+    else logger.info({ signal }, 'shutting down');
+    await running.stop();
+  });
+}

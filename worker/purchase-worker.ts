@@ -1,0 +1,346 @@
+/**
+ * The purchase worker: consumes admitted purchases with manual acks and a prefetch, and decides them in batches.
+ * A batch is one Redis pipeline of decide scripts, one PostgreSQL transaction, one pipeline of result writes, then
+ * the acks: a message is acknowledged only after its decision is in PostgreSQL and its result is in Redis, so a
+ * crash at any point means a redelivery, which every step absorbs (the script and the writes are idempotent per
+ * request id). Delivery is at-least-once; the effect is exactly-once.
+ *
+ * Failures: a message that is not a valid purchase (poison) goes straight to the dead-letter queue. A transient
+ * failure (PostgreSQL or Redis unavailable) moves the message to the next retry tier, acking the original only
+ * after that publish is confirmed; after the last tier the purchase fails for good, its units go back to stock,
+ * and the message goes to the dead-letter queue with the reason.
+ */
+import { EventEmitter } from 'node:events';
+import type { Channel, ConsumeMessage } from 'amqplib';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Broker } from '../core/amqp/broker.ts';
+import type { Topology } from '../core/amqp/topology.ts';
+import type { Config } from '../core/config.ts';
+import type { Db } from '../core/db/client.ts';
+import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, type PurchaseMessage, type ReservationMessage } from '../core/messages.ts';
+import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
+import { saleKeys } from '../core/redis/keys.ts';
+import { Decision, parseDecide, putState, queueDecide, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
+import { loadSale } from '../core/sales.ts';
+import { persistDecisions, type DecidedPurchase, type FinalStatus } from './persist.ts';
+
+export interface WorkerDeps {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  redis: Redis;
+  broker: Broker;
+  topology: Topology;
+}
+
+interface Item {
+  ch: Channel;
+  msg: ConsumeMessage;
+  attempt: number;
+  m: PurchaseMessage;
+}
+
+const REASONS: Partial<Record<FinalStatus, string>> = {
+  sold_out: 'Every unit is sold.',
+  rejected: 'You already hold the most this sale allows per shopper.',
+};
+
+const STATUS_OF: Record<number, FinalStatus> = {
+  [Decision.Succeeded]: 'succeeded',
+  [Decision.SoldOut]: 'sold_out',
+  [Decision.OverLimit]: 'rejected',
+  [Decision.Expired]: 'succeeded',
+  [Decision.Failed]: 'failed',
+};
+
+/** Most batches in flight at once, count: overlaps Redis, PostgreSQL and RabbitMQ round trips. */
+const MAX_CONCURRENT_BATCHES = 4;
+
+/**
+ * Emits `decided` (PurchaseState) for each result written, `retried` (requestId, attempt), `dead-lettered`
+ * (requestId or null, reason), `batch` ({ size, ms }).
+ */
+export class PurchaseWorker extends EventEmitter {
+  private buffer: { ch: Channel; msg: ConsumeMessage }[] = [];
+  private running = 0;
+  private scheduled = false;
+  private channel: Channel | undefined;
+  private stopping = false;
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly d: WorkerDeps) {
+    super();
+  }
+
+  /** Opens a consumer channel and starts consuming; re-opens it whenever it closes, until `stop`. */
+  async start(): Promise<void> {
+    const ch = await this.d.broker.createChannel();
+    await ch.prefetch(this.d.config.WORKER_PREFETCH);
+    ch.on('error', (err: Error) => this.d.logger.warn({ err: err.message }, 'consumer channel error'));
+    ch.on('close', () => {
+      if (this.channel === ch) this.channel = undefined;
+      if (!this.stopping) this.start().catch((err: Error) => this.d.logger.error({ err: err.message }, 'cannot reopen the consumer'));
+    });
+    await ch.consume(this.d.topology.purchaseQueue, (msg) => msg && this.receive(ch, msg), { noAck: false });
+    this.channel = ch;
+  }
+
+  /** Stops consuming, waits for batches in flight, and closes the channel (unacked messages are redelivered). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const ch = this.channel;
+    this.channel = undefined;
+    await new Promise<void>((resolve) => (this.running === 0 && this.buffer.length === 0 ? resolve() : this.idle.push(resolve)));
+    await ch?.close().catch(() => undefined);
+  }
+
+  private receive(ch: Channel, msg: ConsumeMessage): void {
+    this.buffer.push({ ch, msg });
+    if (this.buffer.length >= this.d.config.WORKER_BATCH_SIZE) this.flush();
+    else if (!this.scheduled) {
+      // Collect what arrives in this event-loop turn into one batch.
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  private flush(): void {
+    while (this.buffer.length > 0 && this.running < MAX_CONCURRENT_BATCHES) {
+      const batch = this.buffer.splice(0, this.d.config.WORKER_BATCH_SIZE);
+      this.running++;
+      const started = performance.now();
+      this.processBatch(batch)
+        .catch((err: Error) => this.d.logger.error({ err }, 'batch failed unexpectedly'))
+        .finally(() => {
+          this.running--;
+          this.emit('batch', { size: batch.length, ms: performance.now() - started });
+          if (this.buffer.length > 0) this.flush();
+          else if (this.running === 0) for (const resolve of this.idle.splice(0)) resolve();
+        });
+    }
+  }
+
+  private async processBatch(raw: { ch: Channel; msg: ConsumeMessage }[]): Promise<void> {
+    const items: Item[] = [];
+    for (const { ch, msg } of raw) {
+      const parsed = parseMessage(msg);
+      if (typeof parsed === 'string') await this.deadLetter(ch, msg, null, `poison message: ${parsed}`);
+      else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
+    }
+    if (items.length === 0) return;
+    try {
+      await this.decideAndPersist(items);
+    } catch (err) {
+      this.d.logger.warn({ err: (err as Error).message, size: items.length }, 'transient failure; retrying the batch later');
+      await Promise.all(items.map((it) => this.retryOrFail(it, (err as Error).message)));
+    }
+  }
+
+  private async decideAndPersist(items: Item[]): Promise<void> {
+    const { redis, db, config } = this.d;
+    const prefix = config.REDIS_KEY_PREFIX;
+    const decided = await this.decideAll(items);
+
+    const toPersist: { it: Item; r: DecideResult; p: DecidedPurchase }[] = [];
+    for (const [it, r] of decided) {
+      if (r.decision === Decision.Withdrawn) {
+        this.ack(it);
+        continue;
+      }
+      const status = STATUS_OF[r.decision];
+      if (!status) throw new Error(`Unexpected decision ${r.decision} for ${it.m.requestId}`);
+      const { requestId, saleId, userId, quantity } = it.m;
+      toPersist.push({ it, r, p: { requestId, saleId, userId, quantity, status, ...(REASONS[status] ? { reason: REASONS[status] } : {}) } });
+    }
+    if (toPersist.length === 0) return;
+
+    const { decisions, refused } = await persistDecisions(db, toPersist.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
+    const refusedIds = new Map(refused.map((r) => [r.requestId, r.status]));
+
+    // Reconcile Redis with PostgreSQL where they disagree (only after Redis lost its state).
+    for (const { it, r, p } of toPersist) {
+      const pg = decisions.get(p.requestId);
+      const refusal = refusedIds.get(p.requestId);
+      const tookUnits = r.decision === Decision.Succeeded && !r.replayed;
+      if (tookUnits && (refusal || (pg && pg.status !== 'succeeded'))) {
+        const as = pg?.status === 'rejected' || refusal === 'rejected' ? Decision.OverLimit : pg?.status === 'failed' ? Decision.Failed : Decision.SoldOut;
+        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as });
+        this.d.logger.warn({ requestId: p.requestId, pg: pg?.status }, 'PostgreSQL overruled a Redis decision; units returned');
+      }
+    }
+
+    // Each reservation gets its expiry message before the result is visible; re-sent on redelivery (the expiry is
+    // idempotent), so a crash between the two never leaves a reservation that cannot expire.
+    const now = new Date().toISOString();
+    const results: PurchaseState[] = [];
+    const expiries: Promise<void>[] = [];
+    for (const { it } of toPersist) {
+      const pg = decisions.get(it.m.requestId);
+      if (!pg) throw new Error(`No decision persisted for ${it.m.requestId}`);
+      results.push({
+        requestId: it.m.requestId,
+        saleId: it.m.saleId,
+        userId: it.m.userId,
+        status: pg.status,
+        ...(pg.orderId ? { orderId: pg.orderId } : {}),
+        ...(pg.reason ? { reason: pg.reason } : {}),
+        updatedAt: now,
+        version: FINAL_VERSION,
+      });
+      if (pg.status === 'succeeded' && pg.orderId) expiries.push(this.scheduleExpiry(it.m, pg.orderId));
+    }
+    await Promise.all(expiries);
+
+    const pipeline = redis.pipeline();
+    for (const s of results) {
+      const w = stateWrite(prefix, s);
+      void putState(pipeline, w.key, w.args);
+    }
+    const written = await pipeline.exec();
+    const failed = written?.find(([err]) => err);
+    if (failed) throw failed[0];
+
+    for (const [i, { it }] of toPersist.entries()) {
+      this.ack(it);
+      this.emit('decided', results[i]);
+    }
+  }
+
+  /** Runs the decide script for every item in one pipeline; loads sales that Redis lost and decides those again. */
+  private async decideAll(items: Item[]): Promise<Map<Item, DecideResult>> {
+    const { redis, db, config } = this.d;
+    const prefix = config.REDIS_KEY_PREFIX;
+    const out = new Map<Item, DecideResult>();
+    let pendingItems = items;
+    for (let round = 0; round < 2 && pendingItems.length > 0; round++) {
+      const pipeline = redis.pipeline();
+      for (const it of pendingItems) queueDecide(pipeline, saleKeys(prefix, it.m.saleId), it.m);
+      const replies = (await pipeline.exec()) ?? [];
+      const notLoaded: Item[] = [];
+      for (const [i, it] of pendingItems.entries()) {
+        const [err, reply] = replies[i] ?? [new Error('no reply')];
+        if (err) throw err;
+        const r = parseDecide(reply);
+        if (r.decision === Decision.SaleNotLoaded) notLoaded.push(it);
+        else out.set(it, r);
+      }
+      for (const saleId of new Set(notLoaded.map((it) => it.m.saleId))) {
+        if ((await loadSale(db, redis, prefix, saleId)) === 'missing') {
+          for (const it of notLoaded.filter((x) => x.m.saleId === saleId)) await this.deadLetter(it.ch, it.msg, it.m.requestId, `unknown sale ${saleId}`);
+          notLoaded.splice(0, notLoaded.length, ...notLoaded.filter((x) => x.m.saleId !== saleId));
+        }
+      }
+      pendingItems = notLoaded;
+    }
+    if (pendingItems.length) throw new Error('sale state vanished from Redis twice in a row');
+    return out;
+  }
+
+  private scheduleExpiry(m: PurchaseMessage, orderId: string): Promise<void> {
+    const body: ReservationMessage = { v: 1, orderId, requestId: m.requestId, saleId: m.saleId, userId: m.userId, quantity: m.quantity };
+    return this.d.broker.sendToQueue(this.d.topology.reservationDelayQueue, Buffer.from(JSON.stringify(body)), {
+      messageId: `expire:${orderId}`,
+      contentType: 'application/json',
+    });
+  }
+
+  private async retryOrFail(it: Item, reason: string): Promise<void> {
+    const tiers = this.d.topology.retryQueues;
+    try {
+      if (it.attempt < tiers.length) {
+        const tier = tiers[it.attempt]!;
+        await this.d.broker.sendToQueue(tier.name, it.msg.content, {
+          messageId: it.m.requestId,
+          contentType: 'application/json',
+          headers: { [ATTEMPT_HEADER]: it.attempt + 1, [REASON_HEADER]: reason },
+        });
+        this.ack(it);
+        this.emit('retried', it.m.requestId, it.attempt + 1);
+        return;
+      }
+      await this.failForGood(it, `gave up after ${it.attempt + 1} attempts: ${reason}`);
+    } catch (err) {
+      // Not even the retry publish went through: leave the message to the broker (redelivery, then the
+      // delivery limit). Nothing is lost.
+      this.d.logger.warn({ err: (err as Error).message, requestId: it.m.requestId }, 'cannot retry; requeueing');
+      this.nack(it);
+    }
+  }
+
+  /** The last tier failed: the purchase fails, its units go back to stock, the message to the dead-letter queue. */
+  private async failForGood(it: Item, reason: string): Promise<void> {
+    const { redis, db, config, logger } = this.d;
+    const prefix = config.REDIS_KEY_PREFIX;
+    const keys = saleKeys(prefix, it.m.saleId);
+    await withdraw(redis, keys, `${keys.sale}:idem:-`, it.m);
+    await release(redis, keys, { ...it.m, as: Decision.Failed });
+    const state: PurchaseState = {
+      requestId: it.m.requestId,
+      saleId: it.m.saleId,
+      userId: it.m.userId,
+      status: 'failed',
+      reason: 'We could not process your purchase in time; nothing was charged or reserved. Please try again.',
+      updatedAt: new Date().toISOString(),
+      version: FINAL_VERSION,
+    };
+    await db.purchase
+      .create({ data: { requestId: state.requestId, saleId: state.saleId, userId: state.userId, quantity: it.m.quantity, status: 'failed', reason: state.reason! } })
+      .catch((err: Error) => logger.warn({ err: err.message, requestId: state.requestId }, 'failed decision not recorded in PostgreSQL'));
+    await writeState(redis, prefix, state);
+    await this.deadLetter(it.ch, it.msg, it.m.requestId, reason);
+    this.emit('decided', state);
+  }
+
+  private async deadLetter(ch: Channel, msg: ConsumeMessage, requestId: string | null, reason: string): Promise<void> {
+    try {
+      await this.d.broker.sendToQueue(this.d.topology.purchaseDeadQueue, msg.content, {
+        messageId: requestId ?? `poison:${msg.fields.deliveryTag}:${Date.now()}`,
+        contentType: msg.properties.contentType ?? 'application/octet-stream',
+        headers: { ...msg.properties.headers, [REASON_HEADER]: reason },
+      });
+      safe(() => ch.ack(msg));
+      this.d.logger.warn({ requestId, reason }, 'dead-lettered');
+      this.emit('dead-lettered', requestId, reason);
+    } catch (err) {
+      this.d.logger.warn({ err: (err as Error).message }, 'cannot dead-letter; requeueing');
+      safe(() => ch.nack(msg, false, true));
+    }
+  }
+
+  private ack(it: Item): void {
+    safe(() => it.ch.ack(it.msg));
+  }
+
+  private nack(it: Item): void {
+    safe(() => it.ch.nack(it.msg, false, true));
+  }
+}
+
+/** Acks on a closed channel throw; the broker redelivers those messages, which processing absorbs. */
+function safe(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    /* channel closed: the message will be redelivered */
+  }
+}
+
+function parseMessage(msg: ConsumeMessage): PurchaseMessage | string {
+  let json: unknown;
+  try {
+    json = JSON.parse(msg.content.toString('utf8'));
+  } catch {
+    return 'body is not JSON';
+  }
+  const r = purchaseMessageSchema.safeParse(json);
+  return r.success ? r.data : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+}
+
+function attemptOf(msg: ConsumeMessage): number {
+  const n = Number(msg.properties.headers?.[ATTEMPT_HEADER] ?? 0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+}
