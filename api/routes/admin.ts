@@ -18,7 +18,8 @@ const createSaleBody = z
     endsAt: z.iso.datetime({ offset: true }).optional(),
     perUserLimit: z.int().min(1).max(10_000).default(1),
   })
-  .refine((b) => !b.endsAt || new Date(b.endsAt) > new Date(b.startsAt ?? Date.now()), {
+  // Runs even when a field failed (zod 4 keeps checking), so it judges only a well-formed endsAt.
+  .refine((b) => !b.endsAt || Number.isNaN(Date.parse(b.endsAt)) || new Date(b.endsAt) > new Date(b.startsAt ?? Date.now()), {
     path: ['endsAt'],
     message: 'must be after startsAt',
   });

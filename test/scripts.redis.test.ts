@@ -1,0 +1,170 @@
+/**
+ * The Lua scripts against a real Redis (the scripts are the product's core; a mock would prove nothing): sold out,
+ * idempotent replay, per-user limit, withdraw, rebuild epochs. Each test uses its own key prefix and removes it.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
+import { AdmitCode, Decision, admit, decide, defineScripts, load, release, withdraw } from '../core/redis/scripts.ts';
+
+const prefix = `fs:test-${randomBytes(4).toString('hex')}`;
+let redis: Redis;
+
+beforeAll(() => {
+  redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  defineScripts(redis);
+});
+
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length) await redis.del(...keys);
+  redis.disconnect();
+});
+
+async function newSale(stock: number, perUserLimit = 1, o: { startsAtMs?: number; endsAtMs?: number } = {}) {
+  const saleId = randomUUID();
+  const keys = saleKeys(prefix, saleId);
+  const epoch = randomUUID();
+  await load(redis, keys, { stock, remaining: stock, perUserLimit, startsAtMs: o.startsAtMs ?? 0, endsAtMs: o.endsAtMs ?? 0, epoch, buyers: [], decisions: [] });
+  return { saleId, keys, epoch };
+}
+
+function admitArgs(userId: string, quantity = 1, o: { requestId?: string; bodyHash?: string } = {}) {
+  return { requestId: o.requestId ?? randomUUID(), userId, quantity, nowMs: Date.now(), bodyHash: o.bodyHash ?? '', idemTtlS: 60 };
+}
+
+describe('admit-6.lua', () => {
+  it('when every unit is held by queued requests, then admission answers sold out and changes nothing', async () => {
+    const { keys, saleId } = await newSale(2);
+    const idem = idempotencyKey(prefix, saleId, '-', '');
+    expect((await admit(redis, keys, idem, admitArgs('a'))).code).toBe(AdmitCode.Admitted);
+    expect((await admit(redis, keys, idem, admitArgs('b'))).code).toBe(AdmitCode.Admitted);
+    const before = await redis.hgetall(keys.sale);
+    expect((await admit(redis, keys, idem, admitArgs('c'))).code).toBe(AdmitCode.SoldOut);
+    expect(await redis.hgetall(keys.sale)).toEqual(before);
+    expect(await redis.hget(keys.held, 'c')).toBeNull();
+  });
+
+  it('when a shopper holds the per-user limit, then a second request is a duplicate naming the first', async () => {
+    const { keys, saleId } = await newSale(10, 1);
+    const idem = idempotencyKey(prefix, saleId, '-', '');
+    const first = admitArgs('alice');
+    await admit(redis, keys, idem, first);
+    const second = await admit(redis, keys, idem, admitArgs('alice'));
+    expect(second).toEqual({ code: AdmitCode.Duplicate, value: first.requestId });
+  });
+
+  it('when the same request runs twice (ioredis re-send), then it is admitted once', async () => {
+    const { keys, saleId } = await newSale(10, 2);
+    const idem = idempotencyKey(prefix, saleId, '-', '');
+    const args = admitArgs('bob');
+    await admit(redis, keys, idem, args);
+    expect((await admit(redis, keys, idem, args)).code).toBe(AdmitCode.Admitted);
+    expect(await redis.hget(keys.sale, 'pending')).toBe('1');
+    expect(await redis.hget(keys.held, 'bob')).toBe('1');
+  });
+
+  it('when an idempotency key comes back, then the same body replays and another body is refused', async () => {
+    const { keys, saleId } = await newSale(10, 5);
+    const idem = idempotencyKey(prefix, saleId, 'carol', 'key-1');
+    const first = admitArgs('carol', 1, { bodyHash: 'h1' });
+    await admit(redis, keys, idem, first);
+    expect(await admit(redis, keys, idem, admitArgs('carol', 1, { bodyHash: 'h1' }))).toEqual({ code: AdmitCode.Replayed, value: first.requestId });
+    expect((await admit(redis, keys, idem, admitArgs('carol', 2, { bodyHash: 'h2' }))).code).toBe(AdmitCode.IdempotencyKeyReused);
+    expect(await redis.hget(keys.held, 'carol')).toBe('1');
+  });
+
+  it('when the sale has not started or has ended, then admission says which', async () => {
+    const upcoming = await newSale(5, 1, { startsAtMs: Date.now() + 60_000 });
+    const ended = await newSale(5, 1, { startsAtMs: 1, endsAtMs: Date.now() - 1 });
+    expect(await admit(redis, upcoming.keys, `${upcoming.keys.sale}:idem:-`, admitArgs('d'))).toEqual({ code: AdmitCode.SaleNotActive, value: 'upcoming' });
+    expect(await admit(redis, ended.keys, `${ended.keys.sale}:idem:-`, admitArgs('d'))).toEqual({ code: AdmitCode.SaleNotActive, value: 'ended' });
+  });
+
+  it('when the sale is not in Redis, then admission says so', async () => {
+    const keys = saleKeys(prefix, randomUUID());
+    expect((await admit(redis, keys, `${keys.sale}:idem:-`, admitArgs('e'))).code).toBe(AdmitCode.SaleNotLoaded);
+  });
+
+  it('when quantity exceeds the per-user limit, then admission refuses it with the limit', async () => {
+    const { keys } = await newSale(10, 2);
+    expect(await admit(redis, keys, `${keys.sale}:idem:-`, admitArgs('f', 3))).toEqual({ code: AdmitCode.OverLimit, value: '2' });
+  });
+});
+
+describe('decide-5.lua', () => {
+  it('when decided twice, then stock is taken once and the replay returns the first decision', async () => {
+    const { keys, saleId, epoch } = await newSale(3);
+    const a = admitArgs('u1');
+    await admit(redis, keys, idempotencyKey(prefix, saleId, '-', ''), a);
+    const m = { requestId: a.requestId, userId: 'u1', quantity: 1, epoch };
+    expect(await decide(redis, keys, m)).toEqual({ decision: Decision.Succeeded, replayed: false });
+    expect(await decide(redis, keys, m)).toEqual({ decision: Decision.Succeeded, replayed: true });
+    expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['2', '0']);
+  });
+
+  it('when stock ran out, then the decision is sold out and the shopper holds nothing', async () => {
+    const { keys } = await newSale(1, 1);
+    const m = { requestId: randomUUID(), userId: 'v', quantity: 1, epoch: 'an-older-epoch' };
+    await redis.hset(keys.sale, 'remaining', 0);
+    expect((await decide(redis, keys, m)).decision).toBe(Decision.SoldOut);
+    expect(await redis.hget(keys.held, 'v')).toBeNull();
+  });
+
+  it('when the admission was withdrawn, then the message is dropped without taking stock', async () => {
+    const { keys, saleId, epoch } = await newSale(5);
+    const a = admitArgs('w');
+    const idem = idempotencyKey(prefix, saleId, '-', '');
+    await admit(redis, keys, idem, a);
+    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(true);
+    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(false);
+    expect((await decide(redis, keys, { requestId: a.requestId, userId: 'w', quantity: 1, epoch })).decision).toBe(Decision.Withdrawn);
+    expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['5', '0']);
+    expect(await redis.hget(keys.held, 'w')).toBeNull();
+  });
+
+  it('when a request admitted before a rebuild comes in, then it is checked against the rebuilt buyers', async () => {
+    const saleId = randomUUID();
+    const keys = saleKeys(prefix, saleId);
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'new', buyers: [['x', 1]], decisions: [] });
+    expect((await decide(redis, keys, { requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' })).decision).toBe(Decision.OverLimit);
+    expect((await decide(redis, keys, { requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' })).decision).toBe(Decision.Succeeded);
+    expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
+  });
+
+  it('when the sale was rebuilt with a decision PostgreSQL holds, then a redelivery replays it', async () => {
+    const saleId = randomUUID();
+    const keys = saleKeys(prefix, saleId);
+    const requestId = randomUUID();
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'e2', buyers: [['z', 1]], decisions: [[requestId, Decision.Succeeded]] });
+    expect(await decide(redis, keys, { requestId, userId: 'z', quantity: 1, epoch: 'e1' })).toEqual({ decision: Decision.Succeeded, replayed: true });
+    expect(await redis.hget(keys.sale, 'remaining')).toBe('4');
+  });
+});
+
+describe('release-3.lua and load-5.lua', () => {
+  it('when a success is released twice, then its units return once', async () => {
+    const { keys, saleId, epoch } = await newSale(2);
+    const a = admitArgs('r');
+    await admit(redis, keys, idempotencyKey(prefix, saleId, '-', ''), a);
+    await decide(redis, keys, { requestId: a.requestId, userId: 'r', quantity: 1, epoch });
+    const args = { requestId: a.requestId, userId: 'r', quantity: 1, as: Decision.Expired };
+    expect(await release(redis, keys, args)).toBe(true);
+    expect(await release(redis, keys, args)).toBe(false);
+    expect(await redis.hget(keys.sale, 'remaining')).toBe('2');
+    expect(await redis.hget(keys.held, 'r')).toBeNull();
+  });
+
+  it('when a sale is loaded twice, then the second load changes nothing', async () => {
+    const { keys } = await newSale(7);
+    await redis.hset(keys.sale, 'remaining', 3);
+    expect(await load(redis, keys, { stock: 7, remaining: 7, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'other', buyers: [], decisions: [] })).toBe(false);
+    expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
+  });
+
+  it('keeps every key of one sale in one cluster slot (hash tag {saleId})', () => {
+    const keys = saleKeys(prefix, 'abc');
+    for (const k of [...Object.values(keys), idempotencyKey(prefix, 'abc', 'u', 'k')]) expect(k).toContain('{abc}');
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * A whole system for one test file: the real API (listening on a free port) and, unless asked otherwise, a real
+ * worker, on their own Redis key prefix and RabbitMQ queue names, against the shared test database. Files run in
+ * parallel without seeing each other's keys or messages; `stop()` removes what the file created in Redis and
+ * RabbitMQ.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import request from 'supertest';
+import { loadConfig, type Config } from '../../core/config.ts';
+import { createLogger } from '../../core/logger.ts';
+import { isFinal, readState, type PurchaseState } from '../../core/purchase-state.ts';
+import { mintToken } from '../../api/auth.ts';
+import { startApi, type ApiServer } from '../../api/main.ts';
+import { startWorker, type RunningWorker } from '../../worker/main.ts';
+
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/flash_sale_test';
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface TestSystem {
+  config: Config;
+  api: ApiServer;
+  worker: RunningWorker | undefined;
+  /** Base URL of the API, e.g. http://127.0.0.1:41234. */
+  url: string;
+  http: ReturnType<typeof request>;
+  redis: Redis;
+  /** Creates a sale through the admin API. @returns its id. */
+  createSale(body?: Record<string, unknown>): Promise<string>;
+  /** Mints a shopper token. */
+  token(userId: string): Promise<string>;
+  /** Resolves with the final state of a request (subscribes first, then reads: never misses the result). */
+  waitForFinal(requestId: string): Promise<PurchaseState>;
+  stats(saleId: string): Promise<Record<string, any>>;
+  startWorker(): Promise<RunningWorker>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a system. @param env - extra environment (e.g. PAYMENT_WINDOW_SECONDS); `worker: false` starts no worker.
+ */
+export async function startSystem(env: Record<string, string> = {}, o: { worker?: boolean } = {}): Promise<TestSystem> {
+  const id = randomBytes(4).toString('hex');
+  const config = loadConfig({
+    ...process.env,
+    NODE_ENV: 'test',
+    PORT: '0',
+    DATABASE_URL: TEST_DATABASE_URL,
+    REDIS_KEY_PREFIX: `fs:test-${id}`,
+    AMQP_PREFIX: `fs.test-${id}`,
+    ADMIN_TOKEN,
+    JWT_SECRET: 'test-secret-0123456789-0123456789-abcdef',
+    DEMO_LOGIN: 'true',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...env,
+  });
+  const logger = createLogger('test', config.LOG_LEVEL);
+  const api = await startApi(config, logger);
+  let worker = o.worker === false ? undefined : await startWorker(config, logger);
+  const url = `http://127.0.0.1:${api.port}`;
+  const http = request(url);
+  const redis = api.deps.redis;
+
+  const sys: TestSystem = {
+    config,
+    api,
+    get worker() {
+      return worker;
+    },
+    url,
+    http,
+    redis,
+    async createSale(body = {}) {
+      const res = await http
+        .post('/api/admin/sales')
+        .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
+        .send({ name: 'Test sale', stock: 10, ...body });
+      if (res.status !== 201) throw new Error(`createSale: ${res.status} ${JSON.stringify(res.body)}`);
+      return res.body.id as string;
+    },
+    async token(userId) {
+      return (await mintToken(config.JWT_SECRET, userId, 3600)).token;
+    },
+    waitForFinal(requestId) {
+      return new Promise<PurchaseState>((resolve, reject) => {
+        let unsubscribe: (() => void) | undefined;
+        let done = false;
+        const finish = (s: PurchaseState) => {
+          if (done || !isFinal(s.status)) return;
+          done = true;
+          unsubscribe?.();
+          resolve(s);
+        };
+        const check = () => readState(redis, config.REDIS_KEY_PREFIX, requestId).then((s) => s && finish(s), reject);
+        api.deps.events
+          .subscribe(requestId, (s) => (s === 'resync' ? check() : finish(s)))
+          .then((u) => {
+            unsubscribe = u;
+            if (done) u();
+            else return check();
+          }, reject);
+      });
+    },
+    async stats(saleId) {
+      const res = await http.get(`/api/admin/sales/${saleId}/stats`).set('Authorization', `Bearer ${ADMIN_TOKEN}`);
+      if (res.status !== 200) throw new Error(`stats: ${res.status}`);
+      return res.body;
+    },
+    async startWorker() {
+      worker = await startWorker(config, logger);
+      return worker;
+    },
+    async stop() {
+      await worker?.stop();
+      const ch = await api.deps.broker.createChannel();
+      const t = api.deps.topology;
+      for (const q of [t.purchaseQueue, t.purchaseDeadQueue, t.reservationDelayQueue, t.reservationExpiryQueue, t.reservationDeadQueue, ...t.retryQueues.map((r) => r.name)]) {
+        await ch.deleteQueue(q);
+      }
+      for (const x of [t.purchaseExchange, t.reservationExchange, t.deadExchange]) await ch.deleteExchange(x);
+      await ch.close();
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await redis.scan(cursor, 'MATCH', `${config.REDIS_KEY_PREFIX}:*`, 'COUNT', 1000);
+        cursor = next;
+        keys.push(...batch);
+      } while (cursor !== '0');
+      for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+      await api.stop();
+    },
+  };
+  return sys;
+}
