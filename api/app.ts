@@ -8,6 +8,7 @@ import type { ApiDeps } from './deps.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { healthRoutes } from './routes/health.ts';
+import { orderRoutes } from './routes/orders.ts';
 import { purchaseRoutes } from './routes/purchases.ts';
 import { saleRoutes } from './routes/sales.ts';
 import { sessionRoutes } from './routes/session.ts';
@@ -34,6 +35,7 @@ export function createApp(d: ApiDeps): Express {
   app.use(sessionRoutes(d));
   app.use(saleRoutes(d));
   app.use(purchaseRoutes(d));
+  app.use(orderRoutes(d));
   app.use(adminRoutes(d));
   app.use('/api', (req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));

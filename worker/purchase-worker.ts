@@ -18,7 +18,8 @@ import type { Broker } from '../core/amqp/broker.ts';
 import type { Topology } from '../core/amqp/topology.ts';
 import type { Config } from '../core/config.ts';
 import type { Db } from '../core/db/client.ts';
-import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, type PurchaseMessage, type ReservationMessage } from '../core/messages.ts';
+import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type ReservationMessage } from '../core/messages.ts';
+import { expireReservation } from '../core/orders.ts';
 import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
 import { saleKeys } from '../core/redis/keys.ts';
 import { Decision, parseDecide, putState, queueDecide, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
@@ -59,7 +60,7 @@ const MAX_CONCURRENT_BATCHES = 4;
 
 /**
  * Emits `decided` (PurchaseState) for each result written, `retried` (requestId, attempt), `dead-lettered`
- * (requestId or null, reason), `batch` ({ size, ms }).
+ * (id or null, reason), `expired` (orderId, ExpireResult), `batch` ({ size, ms }).
  */
 export class PurchaseWorker extends EventEmitter {
   private buffer: { ch: Channel; msg: ConsumeMessage }[] = [];
@@ -83,6 +84,7 @@ export class PurchaseWorker extends EventEmitter {
       if (!this.stopping) this.start().catch((err: Error) => this.d.logger.error({ err: err.message }, 'cannot reopen the consumer'));
     });
     await ch.consume(this.d.topology.purchaseQueue, (msg) => msg && this.receive(ch, msg), { noAck: false });
+    await ch.consume(this.d.topology.reservationExpiryQueue, (msg) => msg && void this.expire(ch, msg), { noAck: false });
     this.channel = ch;
   }
 
@@ -93,6 +95,32 @@ export class PurchaseWorker extends EventEmitter {
     this.channel = undefined;
     await new Promise<void>((resolve) => (this.running === 0 && this.buffer.length === 0 ? resolve() : this.idle.push(resolve)));
     await ch?.close().catch(() => undefined);
+  }
+
+  /** Expires one reservation (see core/orders.ts); transient failures go through the reservation retry tiers. */
+  private async expire(ch: Channel, msg: ConsumeMessage): Promise<void> {
+    const t = this.d.topology;
+    this.running++;
+    try {
+      const parsed = parseWith(reservationMessageSchema, msg);
+      if (typeof parsed === 'string') return await this.deadLetter(ch, msg, null, `poison message: ${parsed}`, t.reservationDeadQueue);
+      try {
+        const result = await expireReservation(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, parsed);
+        safe(() => ch.ack(msg));
+        this.emit('expired', parsed.orderId, result);
+      } catch (err) {
+        const reason = (err as Error).message;
+        const attempt = attemptOf(msg);
+        const tier = t.reservationRetryQueues[attempt];
+        if (!tier) return await this.deadLetter(ch, msg, parsed.orderId, `gave up after ${attempt + 1} attempts: ${reason}`, t.reservationDeadQueue);
+        await this.d.broker
+          .sendToQueue(tier.name, msg.content, { messageId: `expire:${parsed.orderId}`, contentType: 'application/json', headers: { [ATTEMPT_HEADER]: attempt + 1, [REASON_HEADER]: reason } })
+          .then(() => safe(() => ch.ack(msg)), () => safe(() => ch.nack(msg, false, true)));
+      }
+    } finally {
+      this.running--;
+      if (this.running === 0 && this.buffer.length === 0) for (const resolve of this.idle.splice(0)) resolve();
+    }
   }
 
   private receive(ch: Channel, msg: ConsumeMessage): void {
@@ -127,7 +155,7 @@ export class PurchaseWorker extends EventEmitter {
   private async processBatch(raw: { ch: Channel; msg: ConsumeMessage }[]): Promise<void> {
     const items: Item[] = [];
     for (const { ch, msg } of raw) {
-      const parsed = parseMessage(msg);
+      const parsed = parseWith(purchaseMessageSchema, msg);
       if (typeof parsed === 'string') await this.deadLetter(ch, msg, null, `poison message: ${parsed}`);
       else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
     }
@@ -295,9 +323,15 @@ export class PurchaseWorker extends EventEmitter {
     this.emit('decided', state);
   }
 
-  private async deadLetter(ch: Channel, msg: ConsumeMessage, requestId: string | null, reason: string): Promise<void> {
+  private async deadLetter(
+    ch: Channel,
+    msg: ConsumeMessage,
+    requestId: string | null,
+    reason: string,
+    queue = this.d.topology.purchaseDeadQueue,
+  ): Promise<void> {
     try {
-      await this.d.broker.sendToQueue(this.d.topology.purchaseDeadQueue, msg.content, {
+      await this.d.broker.sendToQueue(queue, msg.content, {
         messageId: requestId ?? `poison:${msg.fields.deliveryTag}:${Date.now()}`,
         contentType: msg.properties.contentType ?? 'application/octet-stream',
         headers: { ...msg.properties.headers, [REASON_HEADER]: reason },
@@ -329,15 +363,16 @@ function safe(fn: () => void): void {
   }
 }
 
-function parseMessage(msg: ConsumeMessage): PurchaseMessage | string {
+/** Parses a message body with a schema. @returns the message, or why it is poison. */
+function parseWith<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, msg: ConsumeMessage): T | string {
   let json: unknown;
   try {
     json = JSON.parse(msg.content.toString('utf8'));
   } catch {
     return 'body is not JSON';
   }
-  const r = purchaseMessageSchema.safeParse(json);
-  return r.success ? r.data : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+  const r = schema.safeParse(json);
+  return r.success ? r.data : r.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 
 function attemptOf(msg: ConsumeMessage): number {

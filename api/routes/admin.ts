@@ -1,8 +1,10 @@
 /**
- * Admin routes (Authorization: Bearer <ADMIN_TOKEN>): create a sale, read a sale's stock and order counts.
+ * Admin routes (Authorization: Bearer <ADMIN_TOKEN>): create a sale, read a sale's stock and order counts,
+ * inspect and replay the dead-letter queues.
  */
 import { Router } from 'express';
 import { z } from 'zod';
+import { peekDeadLetters, replayDeadLetters } from '../../core/amqp/dead-letters.ts';
 import { saleKeys } from '../../core/redis/keys.ts';
 import { createSale, findSale, loadSale, saleView } from '../../core/sales.ts';
 import { requireAdmin } from '../auth.ts';
@@ -23,6 +25,15 @@ const createSaleBody = z
     path: ['endsAt'],
     message: 'must be after startsAt',
   });
+
+const dlqQuery = z.object({
+  queue: z.enum(['purchases', 'reservations']).default('purchases'),
+  limit: z.coerce.number().int().min(1).max(1000).default(20),
+});
+const replayBody = z.strictObject({
+  queue: z.enum(['purchases', 'reservations']).default('purchases'),
+  limit: z.int().min(1).max(100_000).default(10_000),
+});
 
 export function adminRoutes(d: ApiDeps): Router {
   const r = Router();
@@ -71,6 +82,18 @@ export function adminRoutes(d: ApiDeps): Router {
       },
       decisions: Object.fromEntries(decisions.map((p) => [p.status, p._count._all])),
     });
+  });
+
+  r.get('/api/admin/dlq', async (req, res) => {
+    const q = parse(dlqQuery, req.query, 'query');
+    const { count, messages } = await peekDeadLetters(d.broker, d.topology, q.queue, q.limit);
+    res.set('Cache-Control', 'no-store').json({ queue: q.queue, count, messages });
+  });
+
+  r.post('/api/admin/dlq/replay', async (req, res) => {
+    const b = parse(replayBody, req.body ?? {}, 'body');
+    const replayed = await replayDeadLetters(d.broker, d.topology, b.queue, b.limit);
+    res.json({ queue: b.queue, replayed });
   });
 
   return r;

@@ -4,6 +4,7 @@
  *   purchases (direct) ──purchase──▶ purchases            quorum; x-delivery-limit; dead-letters to `dead`
  *   retry tier N (one queue per delay) ──TTL──▶ purchases  quorum; per-queue TTL; dead-letters back to `purchases`
  *   reservations.delay.<window>ms ──TTL──▶ reservations (direct) ──expire──▶ reservations.expiry
+ *   reservation retry tier N ──TTL──▶ reservations
  *   dead (direct) ──▶ purchases.dead, reservations.dead    the dead-letter queues, replayable
  *
  * Delays use per-queue TTL plus dead-lettering, one queue per delay length: per-message TTL only expires at the head
@@ -28,6 +29,8 @@ export interface Topology {
   reservationDelayQueue: string;
   reservationExpiryQueue: string;
   reservationRoutingKey: string;
+  /** Retry tiers of the expiry consumer, in order. */
+  reservationRetryQueues: { name: string; delayMs: number }[];
   deadExchange: string;
   purchaseDeadQueue: string;
   reservationDeadQueue: string;
@@ -49,6 +52,7 @@ export function topology(
     reservationDelayQueue: `${prefix}.reservations.delay.${o.paymentWindowMs}ms`,
     reservationExpiryQueue: `${prefix}.reservations.expiry`,
     reservationRoutingKey: 'expire',
+    reservationRetryQueues: o.retryDelaysMs.map((delayMs) => ({ name: `${prefix}.reservations.retry.${delayMs}ms`, delayMs })),
     deadExchange: `${prefix}.dead`,
     purchaseDeadQueue: `${prefix}.purchases.dead`,
     reservationDeadQueue: `${prefix}.reservations.dead`,
@@ -97,6 +101,12 @@ export async function declareTopology(ch: Channel, t: Topology): Promise<void> {
     await ch.assertQueue(tier.name, {
       durable: true,
       arguments: delayed(tier.delayMs, t.purchaseExchange, t.purchaseRoutingKey),
+    });
+  }
+  for (const tier of t.reservationRetryQueues) {
+    await ch.assertQueue(tier.name, {
+      durable: true,
+      arguments: delayed(tier.delayMs, t.reservationExchange, t.reservationRoutingKey),
     });
   }
   await ch.assertQueue(t.reservationDelayQueue, {

@@ -32,16 +32,22 @@ export interface TestSystem {
   /** Resolves with the final state of a request (subscribes first, then reads: never misses the result). */
   waitForFinal(requestId: string): Promise<PurchaseState>;
   stats(saleId: string): Promise<Record<string, any>>;
-  startWorker(): Promise<RunningWorker>;
+  /** Starts a worker; `env` overrides its configuration (e.g. a DATABASE_URL through a TCP proxy). */
+  startWorker(env?: Record<string, string>): Promise<RunningWorker>;
+  /** Resolves when the worker emitted `event` with a first argument for which `match` holds. */
+  workerEvent(event: string, match?: (...args: any[]) => boolean): Promise<unknown[]>;
   stop(): Promise<void>;
 }
 
 /**
  * Starts a system. @param env - extra environment (e.g. PAYMENT_WINDOW_SECONDS); `worker: false` starts no worker.
  */
-export async function startSystem(env: Record<string, string> = {}, o: { worker?: boolean } = {}): Promise<TestSystem> {
+export async function startSystem(
+  env: Record<string, string> = {},
+  o: { worker?: boolean; workerEnv?: Record<string, string> } = {},
+): Promise<TestSystem> {
   const id = randomBytes(4).toString('hex');
-  const config = loadConfig({
+  const settings = {
     ...process.env,
     NODE_ENV: 'test',
     PORT: '0',
@@ -53,10 +59,12 @@ export async function startSystem(env: Record<string, string> = {}, o: { worker?
     DEMO_LOGIN: 'true',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...env,
-  });
+  };
+  const config = loadConfig(settings);
   const logger = createLogger('test', config.LOG_LEVEL);
   const api = await startApi(config, logger);
-  let worker = o.worker === false ? undefined : await startWorker(config, logger);
+  const workerConfig = (extra: Record<string, string> = {}) => loadConfig({ ...settings, ...o.workerEnv, ...extra });
+  let worker = o.worker === false ? undefined : await startWorker(workerConfig(), logger);
   const url = `http://127.0.0.1:${api.port}`;
   const http = request(url);
   const redis = api.deps.redis;
@@ -106,15 +114,27 @@ export async function startSystem(env: Record<string, string> = {}, o: { worker?
       if (res.status !== 200) throw new Error(`stats: ${res.status}`);
       return res.body;
     },
-    async startWorker() {
-      worker = await startWorker(config, logger);
+    async startWorker(extra) {
+      worker = await startWorker(workerConfig(extra), logger);
       return worker;
+    },
+    workerEvent(event, match = () => true) {
+      const w = worker?.worker;
+      if (!w) return Promise.reject(new Error('no worker running'));
+      return new Promise((resolve) => {
+        const listener = (...args: unknown[]) => {
+          if (!match(...args)) return;
+          w.off(event, listener);
+          resolve(args);
+        };
+        w.on(event, listener);
+      });
     },
     async stop() {
       await worker?.stop();
       const ch = await api.deps.broker.createChannel();
       const t = api.deps.topology;
-      for (const q of [t.purchaseQueue, t.purchaseDeadQueue, t.reservationDelayQueue, t.reservationExpiryQueue, t.reservationDeadQueue, ...t.retryQueues.map((r) => r.name)]) {
+      for (const q of [t.purchaseQueue, t.purchaseDeadQueue, t.reservationDelayQueue, t.reservationExpiryQueue, t.reservationDeadQueue, ...t.retryQueues.map((r) => r.name), ...t.reservationRetryQueues.map((r) => r.name)]) {
         await ch.deleteQueue(q);
       }
       for (const x of [t.purchaseExchange, t.reservationExchange, t.deadExchange]) await ch.deleteExchange(x);
