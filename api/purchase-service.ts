@@ -88,6 +88,7 @@ async function enqueue(d: ApiDeps, m: PurchaseMessage, idemKey: string): Promise
     saleId: m.saleId,
     userId: m.userId,
     status: 'queued',
+    acceptedAt: new Date(m.admittedAt).toISOString(),
     updatedAt: new Date(m.admittedAt).toISOString(),
     version: QUEUED_VERSION,
   };

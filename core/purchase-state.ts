@@ -17,6 +17,8 @@ export interface PurchaseState {
   status: PurchaseStatus;
   orderId?: string;
   reason?: string;
+  /** When the API accepted the request (ISO 8601); absent in states rebuilt from PostgreSQL. */
+  acceptedAt?: string;
   /** ISO 8601. */
   updatedAt: string;
   version: number;

@@ -216,6 +216,7 @@ export class PurchaseWorker extends EventEmitter {
         status: pg.status,
         ...(pg.orderId ? { orderId: pg.orderId } : {}),
         ...(pg.reason ? { reason: pg.reason } : {}),
+        acceptedAt: new Date(it.m.admittedAt).toISOString(),
         updatedAt: now,
         version: FINAL_VERSION,
       });
@@ -312,6 +313,7 @@ export class PurchaseWorker extends EventEmitter {
       userId: it.m.userId,
       status: 'failed',
       reason: 'We could not process your purchase in time; nothing was charged or reserved. Please try again.',
+      acceptedAt: new Date(it.m.admittedAt).toISOString(),
       updatedAt: new Date().toISOString(),
       version: FINAL_VERSION,
     };
