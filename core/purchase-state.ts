@@ -16,6 +16,8 @@ export interface PurchaseState {
   userId: string;
   status: PurchaseStatus;
   orderId?: string;
+  /** On success: when the reservation expires unless paid (ISO 8601). */
+  expiresAt?: string;
   reason?: string;
   /** When the API accepted the request (ISO 8601); absent in states rebuilt from PostgreSQL. */
   acceptedAt?: string;

@@ -69,6 +69,7 @@ describe('POST /api/sales/:saleId/purchases', () => {
     const final = await sys.waitForFinal(res.body.requestId);
     expect(final.status).toBe('succeeded');
     expect(final.orderId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Date.parse(final.expiresAt!)).toBeGreaterThan(Date.parse(final.acceptedAt!));
   });
 
   it('when the same Idempotency-Key and body come back, then the first answer is replayed; another body gets 422', async () => {

@@ -215,6 +215,7 @@ export class PurchaseWorker extends EventEmitter {
         userId: it.m.userId,
         status: pg.status,
         ...(pg.orderId ? { orderId: pg.orderId } : {}),
+        ...(pg.expiresAt ? { expiresAt: pg.expiresAt.toISOString() } : {}),
         ...(pg.reason ? { reason: pg.reason } : {}),
         acceptedAt: new Date(it.m.admittedAt).toISOString(),
         updatedAt: now,
