@@ -25,13 +25,19 @@ export const purchaseMessageSchema = z.object({
 export type PurchaseMessage = z.infer<typeof purchaseMessageSchema>;
 
 /** A reservation to expire when its payment window closes, unless it was paid. */
-export const reservationMessageSchema = z.object({
-  v: z.literal(1),
+export const reservationSchema = z.object({
   orderId: z.uuid(),
   requestId: z.uuid(),
   saleId: z.uuid(),
   userId: userIdSchema,
   quantity: z.int().min(1),
+});
+export type Reservation = z.infer<typeof reservationSchema>;
+
+/** The reservations one worker batch created: they share one payment deadline, so one delayed message serves all. */
+export const reservationMessageSchema = z.object({
+  v: z.literal(1),
+  reservations: z.array(reservationSchema).min(1).max(100_000),
 });
 export type ReservationMessage = z.infer<typeof reservationMessageSchema>;
 

@@ -9,7 +9,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Db } from './db/client.ts';
-import type { ReservationMessage } from './messages.ts';
+import type { Reservation } from './messages.ts';
 import { saleKeys } from './redis/keys.ts';
 import { Decision, release } from './redis/scripts.ts';
 
@@ -75,7 +75,7 @@ export type ExpireResult = 'expired' | 'already_expired' | 'paid' | 'missing';
  * Idempotent: a redelivered expiry finds the order expired and only repeats the (idempotent) Redis release, which
  * covers a crash between the commit and the release.
  */
-export async function expireReservation(db: Db, redis: Redis, prefix: string, m: ReservationMessage): Promise<ExpireResult> {
+export async function expireReservation(db: Db, redis: Redis, prefix: string, m: Reservation): Promise<ExpireResult> {
   const result = await db.$transaction(async (tx) => {
     const rows = await tx.$queryRaw<{ quantity: number }[]>`
       UPDATE orders SET status = 'expired', expired_at = now()

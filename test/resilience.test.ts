@@ -47,8 +47,8 @@ describe('a worker dies mid-purchase', () => {
     const m1 = await takeMessage();
     const m2 = await takeMessage();
     // Message 1: decided in Redis, then the worker died. Message 2: decided and persisted, then it died.
-    expect((await decide(sys.redis, keys, m1)).decision).toBe(0);
-    expect((await decide(sys.redis, keys, m2)).decision).toBe(0);
+    expect((await decide(sys.redis, keys, [m1]))[0]!.decision).toBe(0);
+    expect((await decide(sys.redis, keys, [m2]))[0]!.decision).toBe(0);
     await persistDecisions(sys.api.deps.db, [{ ...m2, status: 'succeeded' }], 60_000);
     await ch.close(); // unacked messages go back to the queue
     ch = await sys.api.deps.broker.createChannel();

@@ -99,16 +99,36 @@ describe('decide-5.lua', () => {
     const a = admitArgs('u1');
     await admit(redis, keys, idempotencyKey(prefix, saleId, '-', ''), a);
     const m = { requestId: a.requestId, userId: 'u1', quantity: 1, epoch };
-    expect(await decide(redis, keys, m)).toEqual({ decision: Decision.Succeeded, replayed: false });
-    expect(await decide(redis, keys, m)).toEqual({ decision: Decision.Succeeded, replayed: true });
+    expect(await decide(redis, keys, [m])).toEqual([{ decision: Decision.Succeeded, replayed: false }]);
+    expect(await decide(redis, keys, [m])).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
     expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['2', '0']);
+  });
+
+  it('when one call decides a batch, then each request is decided in order against the stock left by the ones before', async () => {
+    const { keys, saleId, epoch } = await newSale(2, 1);
+    const idem = idempotencyKey(prefix, saleId, '-', '');
+    const batch = [];
+    for (const userId of ['b1', 'b2']) {
+      const a = admitArgs(userId);
+      await admit(redis, keys, idem, a);
+      batch.push({ requestId: a.requestId, userId, quantity: 1, epoch });
+    }
+    const stranger = { requestId: randomUUID(), userId: 'b3', quantity: 1, epoch: 'before-a-rebuild' };
+    const results = await decide(redis, keys, [batch[0]!, batch[0]!, batch[1]!, stranger]);
+    expect(results).toEqual([
+      { decision: Decision.Succeeded, replayed: false },
+      { decision: Decision.Succeeded, replayed: true },
+      { decision: Decision.Succeeded, replayed: false },
+      { decision: Decision.SoldOut, replayed: false },
+    ]);
+    expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['0', '0']);
   });
 
   it('when stock ran out, then the decision is sold out and the shopper holds nothing', async () => {
     const { keys } = await newSale(1, 1);
     const m = { requestId: randomUUID(), userId: 'v', quantity: 1, epoch: 'an-older-epoch' };
     await redis.hset(keys.sale, 'remaining', 0);
-    expect((await decide(redis, keys, m)).decision).toBe(Decision.SoldOut);
+    expect((await decide(redis, keys, [m]))[0]!.decision).toBe(Decision.SoldOut);
     expect(await redis.hget(keys.held, 'v')).toBeNull();
   });
 
@@ -119,7 +139,7 @@ describe('decide-5.lua', () => {
     await admit(redis, keys, idem, a);
     expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(true);
     expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(false);
-    expect((await decide(redis, keys, { requestId: a.requestId, userId: 'w', quantity: 1, epoch })).decision).toBe(Decision.Withdrawn);
+    expect((await decide(redis, keys, [{ requestId: a.requestId, userId: 'w', quantity: 1, epoch }]))[0]!.decision).toBe(Decision.Withdrawn);
     expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['5', '0']);
     expect(await redis.hget(keys.held, 'w')).toBeNull();
   });
@@ -128,8 +148,8 @@ describe('decide-5.lua', () => {
     const saleId = randomUUID();
     const keys = saleKeys(prefix, saleId);
     await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'new', buyers: [['x', 1]], decisions: [] });
-    expect((await decide(redis, keys, { requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' })).decision).toBe(Decision.OverLimit);
-    expect((await decide(redis, keys, { requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' })).decision).toBe(Decision.Succeeded);
+    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' }]))[0]!.decision).toBe(Decision.OverLimit);
+    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' }]))[0]!.decision).toBe(Decision.Succeeded);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
   });
 
@@ -138,7 +158,7 @@ describe('decide-5.lua', () => {
     const keys = saleKeys(prefix, saleId);
     const requestId = randomUUID();
     await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'e2', buyers: [['z', 1]], decisions: [[requestId, Decision.Succeeded]] });
-    expect(await decide(redis, keys, { requestId, userId: 'z', quantity: 1, epoch: 'e1' })).toEqual({ decision: Decision.Succeeded, replayed: true });
+    expect(await decide(redis, keys, [{ requestId, userId: 'z', quantity: 1, epoch: 'e1' }])).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('4');
   });
 });
@@ -148,7 +168,7 @@ describe('release-3.lua and load-5.lua', () => {
     const { keys, saleId, epoch } = await newSale(2);
     const a = admitArgs('r');
     await admit(redis, keys, idempotencyKey(prefix, saleId, '-', ''), a);
-    await decide(redis, keys, { requestId: a.requestId, userId: 'r', quantity: 1, epoch });
+    await decide(redis, keys, [{ requestId: a.requestId, userId: 'r', quantity: 1, epoch }]);
     const args = { requestId: a.requestId, userId: 'r', quantity: 1, as: Decision.Expired };
     expect(await release(redis, keys, args)).toBe(true);
     expect(await release(redis, keys, args)).toBe(false);

@@ -98,76 +98,68 @@ async function perUserLimit(db: Db, saleId: string): Promise<number> {
   return s?.perUserLimit ?? 0;
 }
 
+/**
+ * One statement, so one round trip and the shortest hold of the sale row's lock: data-modifying CTEs run exactly
+ * once each and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+ * The final SELECT sees the snapshot from before the statement, which is exactly the decisions PostgreSQL held
+ * already; the fresh ones come from `fresh`.
+ */
 async function writeBatch(db: Db, batch: DecidedPurchase[], paymentWindowMs: number): Promise<Map<string, PersistedDecision>> {
   const expiresAt = new Date(Date.now() + paymentWindowMs);
-  return db.$transaction(async (tx) => {
-    const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
-    const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
-    const inserted = await tx.$queryRaw<{ request_id: string }[]>`
+  const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
+  const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
+  const rows = await db.$queryRaw<
+    { request_id: string; status: FinalStatus; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
+  >`
+    WITH input AS (
+      SELECT * FROM unnest(${col('requestId')}::uuid[], ${col('saleId')}::uuid[], ${col('userId')}::text[],
+                           ${col('quantity')}::int[], ${col('status')}::text[], ${col('reason')}::text[], ${orderIds}::uuid[])
+             AS t(request_id, sale_id, user_id, quantity, status, reason, order_id)
+    ), fresh AS (
       INSERT INTO purchases (request_id, sale_id, user_id, quantity, status, reason, order_id)
-      SELECT r, s, u, q, st::purchase_status, re, o
-      FROM unnest(${col('requestId')}::uuid[], ${col('saleId')}::uuid[], ${col('userId')}::text[], ${col('quantity')}::int[],
-                  ${col('status')}::text[], ${col('reason')}::text[], ${orderIds}::uuid[]) AS t(r, s, u, q, st, re, o)
+      SELECT request_id, sale_id, user_id, quantity, status::purchase_status, reason, order_id FROM input
       ON CONFLICT (request_id) DO NOTHING
-      RETURNING request_id`;
-    const fresh = new Set(inserted.map((r) => r.request_id));
-    const wins = batch.filter((p) => p.status === 'succeeded' && fresh.has(p.requestId));
-
-    if (wins.length) {
-      await tx.$executeRaw`
-        INSERT INTO orders (id, request_id, sale_id, user_id, quantity, status, expires_at)
-        SELECT o, r, s, u, q, 'pending_payment', ${expiresAt}
-        FROM unnest(${wins.map((p) => orderIdFor(p.requestId))}::uuid[], ${wins.map((p) => p.requestId)}::uuid[],
-                    ${wins.map((p) => p.saleId)}::uuid[], ${wins.map((p) => p.userId)}::text[], ${wins.map((p) => p.quantity)}::int[])
-             AS t(o, r, s, u, q)`;
-      const perSale = sumBy(wins, (p) => p.saleId);
-      const perBuyer = sumBy(wins, (p) => `${p.saleId}\u0000${p.userId}`);
-      await tx.$executeRaw`
-        UPDATE sales SET sold = sales.sold + t.units
-        FROM unnest(${[...perSale.keys()]}::uuid[], ${[...perSale.values()]}::int[]) AS t(id, units)
-        WHERE sales.id = t.id`;
-      const buyerKeys = [...perBuyer.keys()].map((k) => k.split('\u0000') as [string, string]);
-      await tx.$executeRaw`
-        INSERT INTO sale_buyers (sale_id, user_id, units, max_units)
-        SELECT t.s, t.u, t.units, sales.per_user_limit
-        FROM unnest(${buyerKeys.map((k) => k[0])}::uuid[], ${buyerKeys.map((k) => k[1])}::text[], ${[...perBuyer.values()]}::int[])
-             AS t(s, u, units)
-        JOIN sales ON sales.id = t.s
-        ON CONFLICT (sale_id, user_id) DO UPDATE SET units = sale_buyers.units + excluded.units`;
-    }
-
-    const decisions = new Map<string, PersistedDecision>();
-    for (const p of batch) {
-      if (!fresh.has(p.requestId)) continue;
-      decisions.set(p.requestId, {
-        status: p.status,
-        ...(p.reason ? { reason: p.reason } : {}),
-        ...(p.status === 'succeeded' ? { orderId: orderIdFor(p.requestId), expiresAt } : {}),
-        fresh: true,
-      });
-    }
-    const known = batch.filter((p) => !fresh.has(p.requestId)).map((p) => p.requestId);
-    if (known.length) {
-      const rows = await tx.$queryRaw<{ request_id: string; status: FinalStatus; reason: string | null; order_id: string | null; expires_at: Date | null }[]>`
-        SELECT p.request_id, p.status::text AS status, p.reason, p.order_id, o.expires_at
-        FROM purchases p LEFT JOIN orders o ON o.id = p.order_id
-        WHERE p.request_id = ANY(${known}::uuid[])`;
-      for (const r of rows) {
-        decisions.set(r.request_id, {
-          status: r.status,
-          ...(r.reason ? { reason: r.reason } : {}),
-          ...(r.order_id ? { orderId: r.order_id } : {}),
-          ...(r.expires_at ? { expiresAt: r.expires_at } : {}),
-          fresh: false,
-        });
-      }
-    }
-    return decisions;
-  });
-}
-
-function sumBy<T extends { quantity: number }>(items: T[], key: (t: T) => string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const t of items) m.set(key(t), (m.get(key(t)) ?? 0) + t.quantity);
-  return new Map([...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      RETURNING request_id
+    ), wins AS (
+      INSERT INTO orders (id, request_id, sale_id, user_id, quantity, status, expires_at)
+      SELECT i.order_id, i.request_id, i.sale_id, i.user_id, i.quantity, 'pending_payment', ${expiresAt}
+      FROM input i JOIN fresh f USING (request_id)
+      WHERE i.status = 'succeeded'
+      RETURNING sale_id, user_id, quantity, expires_at
+    ), sold AS (
+      UPDATE sales SET sold = sales.sold + w.units
+      FROM (SELECT sale_id, sum(quantity)::int AS units FROM wins GROUP BY sale_id) w
+      WHERE sales.id = w.sale_id
+      RETURNING sales.id
+    ), buyers AS (
+      INSERT INTO sale_buyers (sale_id, user_id, units, max_units)
+      SELECT w.sale_id, w.user_id, w.units, s.per_user_limit
+      FROM (SELECT sale_id, user_id, sum(quantity)::int AS units FROM wins GROUP BY sale_id, user_id) w
+      JOIN sales s ON s.id = w.sale_id
+      ORDER BY w.sale_id, w.user_id
+      ON CONFLICT (sale_id, user_id) DO UPDATE SET units = sale_buyers.units + excluded.units
+      RETURNING 1
+    )
+    SELECT i.request_id,
+           CASE WHEN f.request_id IS NULL THEN p.status::text ELSE i.status END AS status,
+           CASE WHEN f.request_id IS NULL THEN p.reason ELSE i.reason END AS reason,
+           CASE WHEN f.request_id IS NULL THEN p.order_id ELSE i.order_id END AS order_id,
+           CASE WHEN f.request_id IS NULL THEN o.expires_at WHEN i.status = 'succeeded' THEN ${expiresAt}::timestamptz END AS expires_at,
+           f.request_id IS NOT NULL AS fresh
+    FROM input i
+    LEFT JOIN fresh f USING (request_id)
+    LEFT JOIN purchases p ON f.request_id IS NULL AND p.request_id = i.request_id
+    LEFT JOIN orders o ON o.id = p.order_id`;
+  const decisions = new Map<string, PersistedDecision>();
+  for (const r of rows) {
+    if (!r.status) continue; // not fresh and not in PostgreSQL: cannot happen inside one statement, but never guess
+    decisions.set(r.request_id, {
+      status: r.status,
+      ...(r.reason ? { reason: r.reason } : {}),
+      ...(r.order_id ? { orderId: r.order_id } : {}),
+      ...(r.expires_at ? { expiresAt: new Date(r.expires_at) } : {}),
+      fresh: r.fresh,
+    });
+  }
+  return decisions;
 }

@@ -10,6 +10,7 @@
  * after that publish is confirmed; after the last tier the purchase fails for good, its units go back to stock,
  * and the message goes to the dead-letter queue with the reason.
  */
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Redis } from 'ioredis';
@@ -18,11 +19,11 @@ import type { Broker } from '../core/amqp/broker.ts';
 import type { Topology } from '../core/amqp/topology.ts';
 import type { Config } from '../core/config.ts';
 import type { Db } from '../core/db/client.ts';
-import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type ReservationMessage } from '../core/messages.ts';
-import { expireReservation } from '../core/orders.ts';
+import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type Reservation, type ReservationMessage } from '../core/messages.ts';
+import { expireReservation, type ExpireResult } from '../core/orders.ts';
 import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
 import { saleKeys } from '../core/redis/keys.ts';
-import { Decision, parseDecide, putState, queueDecide, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
+import { Decision, decide, putState, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import { persistDecisions, type DecidedPurchase, type FinalStatus } from './persist.ts';
 
@@ -105,16 +106,18 @@ export class PurchaseWorker extends EventEmitter {
       const parsed = parseWith(reservationMessageSchema, msg);
       if (typeof parsed === 'string') return await this.deadLetter(ch, msg, null, `poison message: ${parsed}`, t.reservationDeadQueue);
       try {
-        const result = await expireReservation(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, parsed);
+        const results: ExpireResult[] = [];
+        for (const r of parsed.reservations) results.push(await expireReservation(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, r));
         safe(() => ch.ack(msg));
-        this.emit('expired', parsed.orderId, result);
+        parsed.reservations.forEach((r, i) => this.emit('expired', r.orderId, results[i]));
       } catch (err) {
         const reason = (err as Error).message;
         const attempt = attemptOf(msg);
         const tier = t.reservationRetryQueues[attempt];
-        if (!tier) return await this.deadLetter(ch, msg, parsed.orderId, `gave up after ${attempt + 1} attempts: ${reason}`, t.reservationDeadQueue);
+        const id = msg.properties.messageId ? String(msg.properties.messageId) : null;
+        if (!tier) return await this.deadLetter(ch, msg, id, `gave up after ${attempt + 1} attempts: ${reason}`, t.reservationDeadQueue);
         await this.d.broker
-          .sendToQueue(tier.name, msg.content, { messageId: `expire:${parsed.orderId}`, contentType: 'application/json', headers: { [ATTEMPT_HEADER]: attempt + 1, [REASON_HEADER]: reason } })
+          .sendToQueue(tier.name, msg.content, { messageId: id ?? randomUUID(), contentType: 'application/json', headers: { [ATTEMPT_HEADER]: attempt + 1, [REASON_HEADER]: reason } })
           .then(() => safe(() => ch.ack(msg)), () => safe(() => ch.nack(msg, false, true)));
       }
     } finally {
@@ -201,11 +204,11 @@ export class PurchaseWorker extends EventEmitter {
       }
     }
 
-    // Each reservation gets its expiry message before the result is visible; re-sent on redelivery (the expiry is
-    // idempotent), so a crash between the two never leaves a reservation that cannot expire.
+    // The batch's reservations get their expiry message before the results are visible; re-sent on redelivery (the
+    // expiry is idempotent), so a crash between the two never leaves a reservation that cannot expire.
     const now = new Date().toISOString();
     const results: PurchaseState[] = [];
-    const expiries: Promise<void>[] = [];
+    const reservations: Reservation[] = [];
     for (const { it } of toPersist) {
       const pg = decisions.get(it.m.requestId);
       if (!pg) throw new Error(`No decision persisted for ${it.m.requestId}`);
@@ -221,9 +224,12 @@ export class PurchaseWorker extends EventEmitter {
         updatedAt: now,
         version: FINAL_VERSION,
       });
-      if (pg.status === 'succeeded' && pg.orderId) expiries.push(this.scheduleExpiry(it.m, pg.orderId));
+      if (pg.status === 'succeeded' && pg.orderId) {
+        const { requestId, saleId, userId, quantity } = it.m;
+        reservations.push({ orderId: pg.orderId, requestId, saleId, userId, quantity });
+      }
     }
-    await Promise.all(expiries);
+    if (reservations.length) await this.scheduleExpiry(reservations);
 
     const pipeline = redis.pipeline();
     for (const s of results) {
@@ -240,40 +246,36 @@ export class PurchaseWorker extends EventEmitter {
     }
   }
 
-  /** Runs the decide script for every item in one pipeline; loads sales that Redis lost and decides those again. */
+  /** Runs one decide call per sale (all of the sale's items at once); loads sales Redis lost and decides again. */
   private async decideAll(items: Item[]): Promise<Map<Item, DecideResult>> {
     const { redis, db, config } = this.d;
     const prefix = config.REDIS_KEY_PREFIX;
     const out = new Map<Item, DecideResult>();
-    let pendingItems = items;
-    for (let round = 0; round < 2 && pendingItems.length > 0; round++) {
-      const pipeline = redis.pipeline();
-      for (const it of pendingItems) queueDecide(pipeline, saleKeys(prefix, it.m.saleId), it.m);
-      const replies = (await pipeline.exec()) ?? [];
-      const notLoaded: Item[] = [];
-      for (const [i, it] of pendingItems.entries()) {
-        const [err, reply] = replies[i] ?? [new Error('no reply')];
-        if (err) throw err;
-        const r = parseDecide(reply);
-        if (r.decision === Decision.SaleNotLoaded) notLoaded.push(it);
-        else out.set(it, r);
-      }
-      for (const saleId of new Set(notLoaded.map((it) => it.m.saleId))) {
-        if ((await loadSale(db, redis, prefix, saleId)) === 'missing') {
-          for (const it of notLoaded.filter((x) => x.m.saleId === saleId)) await this.deadLetter(it.ch, it.msg, it.m.requestId, `unknown sale ${saleId}`);
-          notLoaded.splice(0, notLoaded.length, ...notLoaded.filter((x) => x.m.saleId !== saleId));
+    const bySale = new Map<string, Item[]>();
+    for (const it of items) bySale.set(it.m.saleId, [...(bySale.get(it.m.saleId) ?? []), it]);
+    await Promise.all(
+      [...bySale].map(async ([saleId, group]) => {
+        for (let round = 0; round < 2; round++) {
+          const results = await decide(redis, saleKeys(prefix, saleId), group.map((it) => it.m));
+          if (results[0]?.decision !== Decision.SaleNotLoaded) {
+            group.forEach((it, i) => out.set(it, results[i]!));
+            return;
+          }
+          if ((await loadSale(db, redis, prefix, saleId)) === 'missing') {
+            for (const it of group) await this.deadLetter(it.ch, it.msg, it.m.requestId, `unknown sale ${saleId}`);
+            return;
+          }
         }
-      }
-      pendingItems = notLoaded;
-    }
-    if (pendingItems.length) throw new Error('sale state vanished from Redis twice in a row');
+        throw new Error(`sale ${saleId} vanished from Redis twice in a row`);
+      }),
+    );
     return out;
   }
 
-  private scheduleExpiry(m: PurchaseMessage, orderId: string): Promise<void> {
-    const body: ReservationMessage = { v: 1, orderId, requestId: m.requestId, saleId: m.saleId, userId: m.userId, quantity: m.quantity };
+  private scheduleExpiry(reservations: Reservation[]): Promise<void> {
+    const body: ReservationMessage = { v: 1, reservations };
     return this.d.broker.sendToQueue(this.d.topology.reservationDelayQueue, Buffer.from(JSON.stringify(body)), {
-      messageId: `expire:${orderId}`,
+      messageId: randomUUID(),
       contentType: 'application/json',
     });
   }

@@ -105,32 +105,17 @@ export interface DecideArgs {
   epoch: string;
 }
 
-/** Queues a decision on a pipeline (see `decide-5.lua`); parse its reply with {@link parseDecide}. */
-export function queueDecide(pipeline: ChainableCommander, keys: SaleKeys, a: DecideArgs): void {
-  void run(pipeline, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
-    a.requestId,
-    a.userId,
-    a.quantity,
-    a.epoch,
-  ]);
-}
-
-/** Parses the reply of a queued decision. @throws Error on a reply of an unexpected shape. */
-export function parseDecide(reply: unknown): DecideResult {
-  const [decision, replayed] = pair(reply, 'decide');
-  return { decision, replayed: replayed === '1' };
-}
-
-/** Decides one purchase (see `decide-5.lua`). */
-export async function decide(redis: Redis, keys: SaleKeys, a: DecideArgs): Promise<DecideResult> {
-  return parseDecide(
-    await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
-      a.requestId,
-      a.userId,
-      a.quantity,
-      a.epoch,
-    ]),
-  );
+/**
+ * Decides purchases of one sale in one atomic call (see `decide-5.lua`), in order.
+ * @returns one result per purchase, in the order given. @throws Error on a reply of an unexpected shape.
+ */
+export async function decide(redis: Runner, keys: SaleKeys, purchases: DecideArgs[]): Promise<DecideResult[]> {
+  const args = purchases.flatMap((a) => [a.requestId, a.userId, a.quantity, a.epoch]);
+  const reply = await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], args);
+  if (!Array.isArray(reply) || reply.length !== purchases.length * 2 || !reply.every((v) => typeof v === 'number')) {
+    throw new Error(`Unexpected reply from decide: ${JSON.stringify(reply)}`);
+  }
+  return purchases.map((_, i) => ({ decision: reply[2 * i] as Decision, replayed: reply[2 * i + 1] === 1 }));
 }
 
 /**
