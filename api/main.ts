@@ -2,14 +2,13 @@
  * The API process: reads config, connects PostgreSQL, Redis and RabbitMQ, listens, and shuts down gracefully
  * (stops accepting, lets in-flight requests finish, then closes connections).
  */
-import closeWithGrace from 'close-with-grace';
 import type { Server } from 'node:http';
-import { pathToFileURL } from 'node:url';
 import { Broker } from '../core/amqp/broker.ts';
-import { topology } from '../core/amqp/topology.ts';
+import { topologyFor } from '../core/amqp/topology.ts';
 import { loadConfig, type Config } from '../core/config.ts';
 import { createDb } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { isMain, onShutdown } from '../core/process.ts';
 import { createRedis, createSubscriber } from '../core/redis/client.ts';
 import { createApp } from './app.ts';
 import type { ApiDeps } from './deps.ts';
@@ -31,11 +30,7 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   const db = createDb(config.DATABASE_URL, 20);
   const redis = createRedis(config.REDIS_URL, logger, { failFast: true, commandTimeoutMs: 2000 });
   const sub = createSubscriber(config.REDIS_URL, logger);
-  const topo = topology(config.AMQP_PREFIX, {
-    retryDelaysMs: config.RETRY_DELAYS_MS,
-    paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
-    deliveryLimit: config.DELIVERY_LIMIT,
-  });
+  const topo = topologyFor(config);
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
   const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events: new PurchaseEvents(sub, config.REDIS_KEY_PREFIX, logger) };
   const app = createApp(deps);
@@ -65,14 +60,10 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   };
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMain(import.meta.url)) {
   const config = loadConfig();
   const logger = createLogger('api', config.LOG_LEVEL);
   const api = await startApi(config, logger);
   logger.info({ port: api.port }, `API listening on http://localhost:${api.port}`);
-  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
-    if (err) logger.error({ err }, 'shutting down after an error');
-    else logger.info({ signal }, 'shutting down');
-    await api.stop();
-  });
+  onShutdown(logger, 10_000, () => api.stop());
 }

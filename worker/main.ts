@@ -2,13 +2,12 @@
  * The worker process: decides purchases, expires unpaid reservations, and sweeps stale admissions. Several
  * workers may run at once; they share the queues and coordinate only through Redis scripts and PostgreSQL.
  */
-import closeWithGrace from 'close-with-grace';
-import { pathToFileURL } from 'node:url';
 import { Broker } from '../core/amqp/broker.ts';
-import { topology } from '../core/amqp/topology.ts';
+import { topologyFor } from '../core/amqp/topology.ts';
 import { loadConfig, type Config } from '../core/config.ts';
 import { createDb } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { isMain, onShutdown } from '../core/process.ts';
 import { createRedis } from '../core/redis/client.ts';
 import { PurchaseWorker, type WorkerDeps } from './purchase-worker.ts';
 import { sweepStaleAdmissions } from './sweeper.ts';
@@ -23,11 +22,7 @@ export interface RunningWorker {
 export async function startWorker(config: Config, logger: Logger = createLogger('worker', config.LOG_LEVEL)): Promise<RunningWorker> {
   const db = createDb(config.DATABASE_URL, 10);
   const redis = createRedis(config.REDIS_URL, logger);
-  const topo = topology(config.AMQP_PREFIX, {
-    retryDelaysMs: config.RETRY_DELAYS_MS,
-    paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
-    deliveryLimit: config.DELIVERY_LIMIT,
-  });
+  const topo = topologyFor(config);
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
   const deps: WorkerDeps = { config, logger, db, redis, broker, topology: topo };
   const worker = new PurchaseWorker(deps);
@@ -56,14 +51,10 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   };
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (isMain(import.meta.url)) {
   const config = loadConfig();
   const logger = createLogger('worker', config.LOG_LEVEL);
   const running = await startWorker(config, logger);
   logger.info({ queue: running.deps.topology.purchaseQueue }, 'worker consuming');
-  closeWithGrace({ delay: 15_000 }, async ({ signal, err }) => {
-    if (err) logger.error({ err }, 'shutting down after an error');
-    else logger.info({ signal }, 'shutting down');
-    await running.stop();
-  });
+  onShutdown(logger, 15_000, () => running.stop());
 }

@@ -17,6 +17,7 @@
  * dead-letter queue after repeated worker crashes: replaying it is safe.
  */
 import type { Channel } from 'amqplib';
+import type { Config } from '../config.ts';
 
 /** Names of every exchange and queue under one prefix (e.g. `fs.v1`); tests use their own prefix. */
 export interface Topology {
@@ -59,6 +60,15 @@ export function topology(
     paymentWindowMs: o.paymentWindowMs,
     deliveryLimit: o.deliveryLimit,
   };
+}
+
+/** The topology a process configured with `config` uses. */
+export function topologyFor(config: Config): Topology {
+  return topology(config.AMQP_PREFIX, {
+    retryDelaysMs: config.RETRY_DELAYS_MS,
+    paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
+    deliveryLimit: config.DELIVERY_LIMIT,
+  });
 }
 
 const quorum = { 'x-queue-type': 'quorum' } as const;
