@@ -52,8 +52,3 @@ export function purchaseChannel(prefix: string, requestId: string): string {
 export function loadedSalesKey(prefix: string): string {
   return `${prefix}:sales`;
 }
-
-/** Pub/sub channel announcing that a sale's stock went back up (a reservation expired or failed). */
-export function stockChannel(prefix: string): string {
-  return `${prefix}:stock-returned`;
-}
