@@ -9,6 +9,7 @@ import type { Topology } from '../core/amqp/topology.ts';
 import type { Config } from '../core/config.ts';
 import type { Db } from '../core/db/client.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
+import type { SoldOutCache } from './sold-out-cache.ts';
 
 export interface ApiDeps {
   config: Config;
@@ -18,4 +19,5 @@ export interface ApiDeps {
   broker: Broker;
   topology: Topology;
   events: PurchaseEvents;
+  soldOut: SoldOutCache;
 }

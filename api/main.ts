@@ -13,6 +13,7 @@ import { createRedis, createSubscriber } from '../core/redis/client.ts';
 import { createApp } from './app.ts';
 import type { ApiDeps } from './deps.ts';
 import { PurchaseEvents } from './purchase-events.ts';
+import { SoldOutCache } from './sold-out-cache.ts';
 
 /** Time in-flight requests get to finish at shutdown, ms. */
 const SHUTDOWN_GRACE_MS = 3000;
@@ -32,7 +33,10 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   const sub = createSubscriber(config.REDIS_URL, logger);
   const topo = topologyFor(config);
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
-  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events: new PurchaseEvents(sub, config.REDIS_KEY_PREFIX, logger) };
+  const soldOut = new SoldOutCache(sub, config.REDIS_KEY_PREFIX);
+  await soldOut.start();
+  const events = new PurchaseEvents(sub, config.REDIS_KEY_PREFIX, logger);
+  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut };
   const app = createApp(deps);
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.PORT, () => resolve(s));

@@ -97,6 +97,9 @@ describe('POST /api/sales/:saleId/purchases', () => {
     expect(res.body).toMatchObject({ status: 409, title: 'Sold out' });
     expect(res.body.type).toMatch(/\/sold-out$/);
     expect((await sys.stats(saleId)).inflightRequests).toBe(0);
+    // Remembered now: answered from memory, yet a retry with an Idempotency-Key still reaches Redis and replays.
+    expect(sys.api.deps.soldOut.has(saleId)).toBe(true);
+    expect((await buy(saleId, `c-${randomUUID()}`)).status).toBe(409);
   });
 
   it('when the sale has not started or has ended, then 409 sale-not-active', async () => {

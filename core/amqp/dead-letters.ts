@@ -2,6 +2,7 @@
  * Inspecting and replaying the dead-letter queues. Replay is safe because processing is idempotent per request id
  * (a purchase decided before gets its first decision back; an order expired before is not expired twice).
  */
+import { randomUUID } from 'node:crypto';
 import type { Channel, GetMessage } from 'amqplib';
 import { ATTEMPT_HEADER, REASON_HEADER } from '../messages.ts';
 import type { Broker } from './broker.ts';
@@ -45,9 +46,12 @@ async function withChannel<T>(broker: Broker, fn: (ch: Channel) => Promise<T>): 
   }
 }
 
+/** Header marking a message with the replay that moved it, so a replay stops when its own messages come back. */
+const REPLAY_HEADER = 'x-replay-id';
+
 /**
  * Counts a dead-letter queue and describes its first `limit` messages, leaving them in place (they are taken
- * unacknowledged and returned to the queue when the channel closes).
+ * unacknowledged and requeued; AMQP has no way to browse a queue).
  */
 export function peekDeadLetters(broker: Broker, t: Topology, q: DeadLetterQueue, limit: number): Promise<{ count: number; messages: DeadLetter[] }> {
   return withChannel(broker, async (ch) => {
@@ -58,29 +62,34 @@ export function peekDeadLetters(broker: Broker, t: Topology, q: DeadLetterQueue,
       if (!msg) break;
       messages.push(describe(msg));
     }
+    ch.nackAll(true);
     return { count: messageCount, messages };
   });
 }
 
 /**
  * Moves up to `limit` messages from a dead-letter queue back to their exchange, each acked in the dead-letter
- * queue only after its re-publish is confirmed (so a failure duplicates at worst, never loses). Only the messages
- * there when the replay starts are moved: a poison message comes straight back, and must not be replayed forever.
+ * queue only after its re-publish is confirmed (so a failure duplicates at worst, never loses). A poison message
+ * comes straight back: the replay stops when it meets a message it moved itself.
  * @returns how many were replayed.
  */
 export function replayDeadLetters(broker: Broker, t: Topology, q: DeadLetterQueue, limit: number): Promise<number> {
   const target = queueOf(t, q);
   return withChannel(broker, async (ch) => {
+    const replayId = randomUUID();
     let replayed = 0;
-    const { messageCount } = await ch.checkQueue(target.dead);
-    while (replayed < Math.min(limit, messageCount)) {
+    while (replayed < limit) {
       const msg = await ch.get(target.dead, { noAck: false });
       if (!msg) break;
+      if (msg.properties.headers?.[REPLAY_HEADER] === replayId) {
+        ch.nack(msg, false, true);
+        break;
+      }
       const { [ATTEMPT_HEADER]: _a, [REASON_HEADER]: _r, 'x-death': _d, ...headers } = msg.properties.headers ?? {};
       await broker.publish(target.exchange, target.routingKey, msg.content, {
-        messageId: String(msg.properties.messageId ?? `replay:${Date.now()}:${replayed}`),
+        messageId: String(msg.properties.messageId ?? `replay:${replayId}:${replayed}`),
         contentType: msg.properties.contentType ?? 'application/json',
-        headers,
+        headers: { ...headers, [REPLAY_HEADER]: replayId },
       });
       ch.ack(msg);
       replayed++;

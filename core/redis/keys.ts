@@ -6,6 +6,9 @@
 
 /** The keys of one sale's hot state. Field meanings are documented in `scripts/admit-6.lua`. */
 export interface SaleKeys {
+  /** The key prefix and sale these keys belong to. */
+  prefix: string;
+  saleId: string;
   /** Hash: stock, remaining, pending, limit, starts, ends, epoch. */
   sale: string;
   /** Hash: userId -> units held by live requests and active orders. */
@@ -24,6 +27,8 @@ export interface SaleKeys {
 export function saleKeys(prefix: string, saleId: string): SaleKeys {
   const base = `${prefix}:sale:{${saleId}}`;
   return {
+    prefix,
+    saleId,
     sale: base,
     held: `${base}:held`,
     last: `${base}:last`,
@@ -51,4 +56,9 @@ export function purchaseChannel(prefix: string, requestId: string): string {
 /** Set of the ids of every sale loaded into Redis, walked by the worker's sweeper. */
 export function loadedSalesKey(prefix: string): string {
   return `${prefix}:sales`;
+}
+
+/** Pub/sub channel announcing (message: the sale id) that units of a sale went back on sale. */
+export function stockChannel(prefix: string): string {
+  return `${prefix}:stock-returned`;
 }

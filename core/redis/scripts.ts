@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Redis } from 'ioredis';
-import type { SaleKeys } from './keys.ts';
+import { stockChannel, type SaleKeys } from './keys.ts';
 
 const SCRIPT_VERSION = 'v1';
 const scripts = { admit: 6, decide: 5, release: 3, withdraw: 5, load: 5, 'put-state': 1 } as const;
@@ -128,7 +128,14 @@ export async function release(
   keys: SaleKeys,
   a: { requestId: string; userId: string; quantity: number; as: Decision },
 ): Promise<boolean> {
-  const reply = await run(redis, 'release', [keys.sale, keys.held, keys.decided], [a.requestId, a.userId, a.quantity, a.as]);
+  const reply = await run(redis, 'release', [keys.sale, keys.held, keys.decided], [
+    a.requestId,
+    a.userId,
+    a.quantity,
+    a.as,
+    stockChannel(keys.prefix),
+    keys.saleId,
+  ]);
   return integer(reply, 'release') === 1;
 }
 

@@ -34,8 +34,10 @@ export interface TestSystem {
   stats(saleId: string): Promise<Record<string, any>>;
   /** Starts a worker; `env` overrides its configuration (e.g. a DATABASE_URL through a TCP proxy). */
   startWorker(env?: Record<string, string>): Promise<RunningWorker>;
-  /** Resolves when the worker emitted `event` with a first argument for which `match` holds. */
+  /** Resolves when the worker emits `event` with arguments for which `match` holds (listens from this call on). */
   workerEvent(event: string, match?: (...args: any[]) => boolean): Promise<unknown[]>;
+  /** Records every `event` of the worker from now on; `find` resolves with the first recorded or later match. */
+  recordWorkerEvents(event: string): { find(match: (...args: any[]) => boolean): Promise<unknown[]> };
   stop(): Promise<void>;
 }
 
@@ -117,6 +119,25 @@ export async function startSystem(
     async startWorker(extra) {
       worker = await startWorker(workerConfig(extra), logger);
       return worker;
+    },
+    recordWorkerEvents(event) {
+      const w = worker?.worker;
+      if (!w) throw new Error('no worker running');
+      const seen: unknown[][] = [];
+      const waiting: { match: (...args: any[]) => boolean; resolve: (args: unknown[]) => void }[] = [];
+      w.on(event, (...args: unknown[]) => {
+        seen.push(args);
+        for (const x of waiting.filter((x) => x.match(...args))) {
+          waiting.splice(waiting.indexOf(x), 1);
+          x.resolve(args);
+        }
+      });
+      return {
+        find: (match) => {
+          const hit = seen.find((args) => match(...args));
+          return hit ? Promise.resolve(hit) : new Promise((resolve) => waiting.push({ match, resolve }));
+        },
+      };
     },
     workerEvent(event, match = () => true) {
       const w = worker?.worker;
