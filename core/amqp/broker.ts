@@ -36,6 +36,8 @@ export class Broker extends EventEmitter {
   private channel: ConfirmChannel | undefined;
   private readonly returned = new Set<string>();
   private closing = false;
+  /** Publishes waiting for their confirm, count. */
+  private unconfirmed = 0;
 
   private constructor(
     private readonly model: Awaited<ReturnType<typeof connectRecovering>>,
@@ -100,10 +102,12 @@ export class Broker extends EventEmitter {
     const id = options.messageId;
     return new Promise<void>((resolve, reject) => {
       let settled = false;
+      this.unconfirmed++;
       const settle = (err?: Error) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (--this.unconfirmed === 0) this.emit('idle');
         const wasReturned = this.returned.delete(id);
         if (!err && wasReturned) err = new PublishError(`message ${id} was unroutable (${exchange}/${routingKey})`);
         if (err) {
@@ -139,9 +143,13 @@ export class Broker extends EventEmitter {
     return this.model.createChannel();
   }
 
-  /** Closes the channel and the connection; unconfirmed publishes fail. */
+  /**
+   * Waits for the publishes in flight to be confirmed (at most `publishTimeoutMs`, after which each has failed on
+   * its own), then closes the channel and the connection.
+   */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.unconfirmed > 0) await new Promise((resolve) => this.once('idle', resolve));
     await this.model.close().catch(() => undefined);
   }
 }
