@@ -1,0 +1,263 @@
+/**
+ * The system under test for one benchmark run. The API, the bare ceiling and the worker run as child processes so
+ * that they do not share an event loop with the load generator; all use a Redis key prefix and RabbitMQ names of
+ * their own, so nothing else on the shared services is touched. `stop()` removes what the run created (children,
+ * queues and exchanges, Redis keys, the run's rows in PostgreSQL), is safe after any failure, and runs once.
+ */
+import amqp, { type ChannelModel } from 'amqplib';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { topologyFor } from '../core/amqp/topology.ts';
+import type { Config } from '../core/config.ts';
+import type { PurchaseState } from '../core/purchase-state.ts';
+import { purchaseKey, saleKeys } from '../core/redis/keys.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** Time a child gets to exit after SIGTERM before SIGKILL, ms (the API's own grace is 10 s). */
+const STOP_GRACE_MS = 20_000;
+const READY_TIMEOUT_MS = 60_000;
+
+/** The admin stats of a sale (GET /api/admin/sales/:saleId/stats). */
+export interface SaleStats {
+  stock: number;
+  remaining: number;
+  pendingUnits: number;
+  inflightRequests: number;
+  ordersInDatabase: number;
+  unitsInDatabase: number;
+  soldInDatabase: number;
+  decisions: Partial<Record<'succeeded' | 'sold_out' | 'rejected' | 'failed', number>>;
+}
+
+/** A `node --import tsx <script>` child with its output in a log file. */
+class Child {
+  private readonly proc: ChildProcess;
+  private readonly exited: Promise<void>;
+  private stopping = false;
+  exit: string | undefined;
+
+  constructor(
+    readonly name: string,
+    script: string,
+    env: NodeJS.ProcessEnv,
+    readonly logPath: string,
+  ) {
+    const log = openSync(logPath, 'a');
+    // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the children (NODE_OPTIONS refuses it).
+    const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    this.proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', log, log] });
+    closeSync(log);
+    this.exited = new Promise((resolve) =>
+      this.proc.once('exit', (code, signal) => {
+        this.exit = signal ?? `exit code ${code}`;
+        resolve();
+      }),
+    );
+  }
+
+  /** Set when the child ended without being asked to. */
+  get crashed(): string | undefined {
+    return this.exit && !this.stopping ? `${this.name} ended (${this.exit}); see ${this.logPath}:\n${tail(this.logPath)}` : undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.exit) return;
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), STOP_GRACE_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+function tail(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const address = s.address();
+      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function waitReady(child: Child, url: string, ready: (status: number) => boolean): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (child.crashed) throw new Error(child.crashed);
+    const status = await fetch(url).then((r) => r.status, () => 0);
+    if (ready(status)) return;
+    if (Date.now() > deadline) throw new Error(`${child.name} not ready at ${url} after ${READY_TIMEOUT_MS} ms; see ${child.logPath}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export class BenchSystem {
+  readonly redis: Redis;
+  private readonly db: pg.Pool;
+  private amqpConn: ChannelModel | undefined;
+  private worker: Child | undefined;
+  private readonly saleIds: string[] = [];
+  private stopped: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: Config,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly logPrefix: string,
+    private readonly api: Child,
+    private readonly bare: Child,
+    readonly apiUrl: string,
+    readonly bareUrl: string,
+  ) {
+    this.redis = new Redis(config.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 3 });
+    this.db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 2 });
+  }
+
+  /**
+   * Starts the API and the bare ceiling. `env` is the children's whole environment; `config` is the same, parsed.
+   * Child output goes to `<logPrefix>-<name>.log`. On failure the children are stopped before the error is thrown.
+   */
+  static async start(config: Config, env: NodeJS.ProcessEnv, logPrefix: string): Promise<BenchSystem> {
+    const [apiPort, barePort] = [await freePort(), await freePort()];
+    const api = new Child('api', 'api/main.ts', { ...env, PORT: String(apiPort) }, `${logPrefix}-api.log`);
+    const bare = new Child('bare', 'bench/bare-server.ts', { ...env, PORT: String(barePort) }, `${logPrefix}-bare.log`);
+    const sys = new BenchSystem(config, env, logPrefix, api, bare, `http://127.0.0.1:${apiPort}`, `http://127.0.0.1:${barePort}`);
+    try {
+      await Promise.all([
+        waitReady(api, `${sys.apiUrl}/readyz`, (s) => s === 200),
+        waitReady(bare, `${sys.bareUrl}/`, (s) => s > 0),
+      ]);
+    } catch (err) {
+      await sys.stop();
+      throw err;
+    }
+    return sys;
+  }
+
+  /** Starts one worker process; it starts consuming the backlog as soon as it has connected. */
+  startWorker(): void {
+    this.worker = new Child('worker', 'worker/main.ts', this.env, `${this.logPrefix}-worker.log`);
+  }
+
+  /** A message for each child that ended without being asked to. */
+  crashes(): string[] {
+    return [this.api, this.bare, this.worker].flatMap((c) => (c?.crashed ? [c.crashed] : []));
+  }
+
+  async createSale(body: { name: string; stock: number; perUserLimit?: number }): Promise<string> {
+    const res = await this.admin('/api/admin/sales', { method: 'POST', body: JSON.stringify(body) });
+    const json = (await res.json()) as { id?: string };
+    if (res.status !== 201 || !json.id) throw new Error(`create sale: ${res.status} ${JSON.stringify(json)}`);
+    this.saleIds.push(json.id);
+    return json.id;
+  }
+
+  async stats(saleId: string): Promise<SaleStats> {
+    const res = await this.admin(`/api/admin/sales/${saleId}/stats`);
+    if (res.status !== 200) throw new Error(`stats: ${res.status} ${await res.text()}`);
+    return (await res.json()) as SaleStats;
+  }
+
+  /** Admitted requests of a sale not yet decided (read from Redis: cheaper than the stats while polling). */
+  inflight(saleId: string): Promise<number> {
+    return this.redis.zcard(saleKeys(this.config.REDIS_KEY_PREFIX, saleId).inflight);
+  }
+
+  /** Requests of a sale decided in Redis: once nothing is in flight, every request the sale ever admitted. */
+  decided(saleId: string): Promise<number> {
+    return this.redis.hlen(saleKeys(this.config.REDIS_KEY_PREFIX, saleId).decided);
+  }
+
+  /** Purchase states by requestId; undefined where Redis has none. */
+  async states(requestIds: string[]): Promise<(PurchaseState | undefined)[]> {
+    const out: (PurchaseState | undefined)[] = [];
+    for (let i = 0; i < requestIds.length; i += 5000) {
+      const bodies = await Promise.all(requestIds.slice(i, i + 5000).map((id) => this.redis.hget(purchaseKey(this.config.REDIS_KEY_PREFIX, id), 'body')));
+      out.push(...bodies.map((b) => (b ? (JSON.parse(b) as PurchaseState) : undefined)));
+    }
+    return out;
+  }
+
+  /** Messages ready in the purchase queue. */
+  async queueDepth(): Promise<number> {
+    this.amqpConn ??= await amqp.connect(this.config.AMQP_URL);
+    const ch = await this.amqpConn.createChannel();
+    try {
+      return (await ch.checkQueue(topologyFor(this.config).purchaseQueue)).messageCount;
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.teardown();
+    return this.stopped;
+  }
+
+  private async teardown(): Promise<void> {
+    const problems: string[] = [];
+    const attempt = (what: string, p: Promise<unknown>) => p.catch((err: Error) => problems.push(`${what}: ${err.message}`));
+    // Consumers and publishers first, or they would declare the topology again.
+    await Promise.all([this.worker, this.api, this.bare].map((c) => c && attempt(`stop ${c.name}`, c.stop())));
+    await attempt('delete RabbitMQ queues', this.deleteTopology());
+    await attempt('delete Redis keys', this.deleteRedisKeys());
+    await attempt('delete PostgreSQL rows', this.deleteRows());
+    await this.amqpConn?.close().catch(() => undefined);
+    this.redis.disconnect();
+    await this.db.end().catch(() => undefined);
+    if (problems.length) console.error(`Cleanup was incomplete:\n  ${problems.join('\n  ')}`);
+  }
+
+  private async deleteTopology(): Promise<void> {
+    this.amqpConn ??= await amqp.connect(this.config.AMQP_URL);
+    const t = topologyFor(this.config);
+    const queues = [t.purchaseQueue, t.purchaseDeadQueue, t.reservationDelayQueue, t.reservationExpiryQueue, t.reservationDeadQueue, ...t.retryQueues.map((r) => r.name), ...t.reservationRetryQueues.map((r) => r.name)];
+    const ops = [
+      ...queues.map((q) => [q, (ch: amqp.Channel) => ch.deleteQueue(q)] as const),
+      ...[t.purchaseExchange, t.reservationExchange, t.deadExchange].map((x) => [x, (ch: amqp.Channel) => ch.deleteExchange(x)] as const),
+    ];
+    const failed: string[] = [];
+    // A failed operation closes its channel, so each gets its own.
+    for (const [name, op] of ops) {
+      const ch = await this.amqpConn.createChannel();
+      ch.on('error', () => undefined);
+      await op(ch).catch((err: Error) => failed.push(`${name} (${err.message})`));
+      await ch.close().catch(() => undefined);
+    }
+    if (failed.length) throw new Error(failed.join(', '));
+  }
+
+  private async deleteRedisKeys(): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.config.REDIS_KEY_PREFIX}:*`, 'COUNT', 5000);
+      cursor = next;
+      if (keys.length) await this.redis.unlink(...keys);
+    } while (cursor !== '0');
+  }
+
+  private async deleteRows(): Promise<void> {
+    if (!this.saleIds.length) return;
+    for (const table of ['purchases', 'orders', 'sale_buyers']) await this.db.query(`DELETE FROM ${table} WHERE sale_id = ANY($1::uuid[])`, [this.saleIds]);
+    await this.db.query('DELETE FROM sales WHERE id = ANY($1::uuid[])', [this.saleIds]);
+  }
+
+  private admin(path: string, init: RequestInit = {}): Promise<Response> {
+    return fetch(`${this.apiUrl}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${this.config.ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    });
+  }
+}
