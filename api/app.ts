@@ -31,10 +31,11 @@ export function createApp(d: ApiDeps): Express {
     }
     next();
   });
+  // The purchase routes first: they carry the flash crowd, and every router before them is walked per request.
+  app.use(purchaseRoutes(d));
   app.use(healthRoutes(d));
   app.use(sessionRoutes(d));
   app.use(saleRoutes(d));
-  app.use(purchaseRoutes(d));
   app.use(orderRoutes(d));
   app.use(adminRoutes(d));
   app.use('/api', (req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));

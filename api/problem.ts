@@ -3,7 +3,7 @@
  * an RFC 9457 problem response (`application/problem+json`: type, title, status, detail, plus extension members).
  * Bad input is always a 4xx; a dependency outage is a 503 with Retry-After; anything else is a 500 and is logged.
  */
-import type { ErrorRequestHandler, Response } from 'express';
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import type { ZodError } from 'zod';
 import { PublishError } from '../core/amqp/broker.ts';
@@ -39,7 +39,11 @@ const TITLES: Record<ProblemSlug, string> = {
   'internal-error': 'Internal error',
 };
 
-/** A failure with its HTTP status and problem type; `extra` members are added to the problem body. */
+/**
+ * A failure with its HTTP status and problem type; `extra` members are added to the problem body. These are
+ * expected outcomes (sold out, duplicate, bad input), thousands a second in a flash crowd: they carry no stack
+ * trace, whose capture would cost more than the answer.
+ */
 export class AppError extends Error {
   override name = 'AppError';
   constructor(
@@ -49,7 +53,10 @@ export class AppError extends Error {
     readonly extra: Record<string, unknown> = {},
     readonly headers: Record<string, string> = {},
   ) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail);
+    Error.stackTraceLimit = limit;
   }
 }
 
@@ -69,6 +76,10 @@ export const problems = {
     new AppError('service-unavailable', 503, detail, {}, { 'Retry-After': String(retryAfterS) }),
 };
 
+export function soldOutProblem(): AppError {
+  return new AppError('sold-out', 409, 'Every unit is sold or reserved.');
+}
+
 const DEPENDENCY_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'P1001', 'P1002', 'P1017', 'P2024']);
 const DEPENDENCY_ERROR_NAMES = new Set(['PublishError', 'MaxRetriesPerRequestError', 'DriverAdapterError', 'PrismaClientInitializationError']);
 const DEPENDENCY_MESSAGES = /Connection is closed|Stream isn't writeable|Command timed out|enableOfflineQueue|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/;
@@ -84,6 +95,21 @@ export function isDependencyError(err: unknown): boolean {
     DEPENDENCY_MESSAGES.test(err.message) ||
     (err.cause !== undefined && isDependencyError(err.cause))
   );
+}
+
+/**
+ * Wraps a route handler so that an AppError is answered right there: passing it to `next` would walk every
+ * remaining layer of every router looking for an error handler, on the hottest answers (sold out, duplicate).
+ */
+export function answering(handler: RequestHandler): RequestHandler {
+  return async (req, res, next) => {
+    try {
+      await handler(req, res, next);
+    } catch (err) {
+      if (err instanceof AppError && !res.headersSent) sendProblem(res, err, req.originalUrl);
+      else next(err);
+    }
+  };
 }
 
 /** Sends a problem response. */

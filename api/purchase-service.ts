@@ -1,7 +1,7 @@
 /**
  * The purchase use case: admit a request in Redis (one Lua script: idempotency key, sale window, per-user limit,
- * known sold-out), publish it with a publisher confirm, and only then accept it. After a sell-out, this process
- * answers sold-out from memory for a moment (see sold-out-cache.ts). A failed publish withdraws the
+ * known sold-out), publish it with a publisher confirm, and only then accept it. A sold-out answer is remembered
+ * by this process for a moment (see sold-out-cache.ts and the purchase route). A failed publish withdraws the
  * admission, so the shopper's retry is not blocked and nothing is left behind.
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -11,7 +11,7 @@ import { idempotencyKey, purchaseKey, saleKeys } from '../core/redis/keys.ts';
 import { AdmitCode, admit, withdraw } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import type { ApiDeps } from './deps.ts';
-import { AppError, problems } from './problem.ts';
+import { AppError, problems, soldOutProblem } from './problem.ts';
 
 export interface PurchaseInput {
   saleId: string;
@@ -40,8 +40,6 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
   const prefix = config.REDIS_KEY_PREFIX;
   const { saleId, userId, quantity } = input;
   if ((unknownSales.get(saleId) ?? 0) > Date.now()) throw problems.saleNotFound(saleId);
-  // A request with an Idempotency-Key may be the retry of an accepted one: only Redis can replay it.
-  if (!input.idempotencyKey && d.soldOut.has(saleId)) throw soldOut();
 
   const keys = saleKeys(prefix, saleId);
   const idemKey = idempotencyKey(prefix, saleId, userId, input.idempotencyKey ?? '');
@@ -78,15 +76,11 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
         throw new AppError('duplicate-purchase', 409, 'You already hold the most this sale allows per shopper.', { requestId: r.value });
       case AdmitCode.SoldOut:
         d.soldOut.mark(saleId);
-        throw soldOut();
+        throw soldOutProblem();
       default:
         throw new Error(`Unknown admit code ${String(r.code)}`);
     }
   }
-}
-
-function soldOut(): AppError {
-  return new AppError('sold-out', 409, 'Every unit is sold or reserved.');
 }
 
 async function enqueue(d: ApiDeps, m: PurchaseMessage, idemKey: string): Promise<void> {

@@ -10,7 +10,7 @@ import { createSale, findSale, loadSale, saleView } from '../../core/sales.ts';
 import { requireAdmin } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
-import { parse } from '../validate.ts';
+import { isUuid, parse } from '../validate.ts';
 
 const createSaleBody = z
   .strictObject({
@@ -54,7 +54,7 @@ export function adminRoutes(d: ApiDeps): Router {
 
   r.get('/api/admin/sales/:saleId/stats', async (req, res) => {
     const saleId = req.params.saleId;
-    const sale = z.uuid().safeParse(saleId).success ? await findSale(d.db, saleId) : null;
+    const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
     if (!sale) throw problems.saleNotFound(saleId);
     await loadSale(d.db, d.redis, prefix, saleId);
     const [hot, inflight, orders, decisions, sold] = await Promise.all([

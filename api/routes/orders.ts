@@ -2,10 +2,10 @@
  * Order routes for the owner: read an order, pay it (simulated payment, idempotent).
  */
 import { Router } from 'express';
-import { z } from 'zod';
 import { getOrder, payOrder } from '../../core/orders.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
+import { isUuid } from '../validate.ts';
 import { AppError, problems } from '../problem.ts';
 
 export function orderRoutes(d: ApiDeps): Router {
@@ -13,7 +13,7 @@ export function orderRoutes(d: ApiDeps): Router {
   const shopper = requireShopper(d.config.JWT_SECRET);
   const orderId = (value: unknown) => {
     const id = String(value);
-    if (!z.uuid().safeParse(id).success) throw problems.notFound(`No order ${id}.`);
+    if (!isUuid(id)) throw problems.notFound(`No order ${id}.`);
     return id;
   };
 

@@ -1,14 +1,14 @@
 /**
  * Purchase routes: request a purchase (202), read its state (ETag, 304), follow it over Server-Sent Events.
  */
-import { Router, type Response } from 'express';
+import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
-import { problems } from '../problem.ts';
+import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
 import { getPurchase, requestPurchase } from '../purchase-service.ts';
-import { parse } from '../validate.ts';
+import { isUuid, parse } from '../validate.ts';
 
 const purchaseBody = z.strictObject({ quantity: z.int().min(1).max(10_000).default(1) });
 const idempotencyKeyHeader = z
@@ -25,9 +25,19 @@ export function purchaseRoutes(d: ApiDeps): Router {
   const r = Router();
   const shopper = requireShopper(d.config.JWT_SECRET);
 
-  r.post('/api/sales/:saleId/purchases', shopper, async (req, res) => {
+  // After a sell-out, every shopper gets the same answer whoever they are: answer it before authentication and
+  // parsing, from this process's memory (see sold-out-cache.ts). A request with an Idempotency-Key may be the
+  // retry of an accepted one, which only Redis can replay.
+  const knownSoldOut: RequestHandler = (req, res, next) => {
+    if (req.headers['idempotency-key'] === undefined && d.soldOut.has(req.params.saleId as string)) {
+      return sendProblem(res, soldOutProblem(), req.originalUrl);
+    }
+    next();
+  };
+
+  r.post('/api/sales/:saleId/purchases', knownSoldOut, shopper, answering(async (req, res) => {
     const saleId = req.params.saleId as string;
-    if (!z.uuid().safeParse(saleId).success) throw problems.saleNotFound(saleId);
+    if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
     const body = parse(purchaseBody, req.body ?? {}, 'body');
     const keyHeader = req.get('Idempotency-Key');
     const idempotencyKey = keyHeader === undefined ? undefined : parse(idempotencyKeyHeader, keyHeader, 'header');
@@ -41,9 +51,9 @@ export function purchaseRoutes(d: ApiDeps): Router {
       statusUrl,
       eventsUrl: `${statusUrl}/events`,
     });
-  });
+  }));
 
-  r.get('/api/purchases/:requestId', shopper, async (req, res) => {
+  r.get('/api/purchases/:requestId', shopper, answering(async (req, res) => {
     const requestId = requestIdParam(req.params.requestId);
     const state = await getPurchase(d, requestId, req.userId!);
     const etag = etagOf(state);
@@ -53,19 +63,19 @@ export function purchaseRoutes(d: ApiDeps): Router {
       return;
     }
     res.json(toView(state));
-  });
+  }));
 
-  r.get('/api/purchases/:requestId/events', shopper, async (req, res) => {
+  r.get('/api/purchases/:requestId/events', shopper, answering(async (req, res) => {
     const requestId = requestIdParam(req.params.requestId);
     await streamPurchase(d, requestId, req.userId!, lastEventId(req.get('Last-Event-ID') ?? req.query.lastEventId), res);
-  });
+  }));
 
   return r;
 }
 
 function requestIdParam(value: unknown): string {
   const id = String(value);
-  if (!z.uuid().safeParse(id).success) throw problems.notFound(`No purchase request ${id}.`);
+  if (!isUuid(id)) throw problems.notFound(`No purchase request ${id}.`);
   return id;
 }
 

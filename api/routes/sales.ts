@@ -2,9 +2,9 @@
  * Public sale routes: the list and one sale, with live remaining stock and state.
  */
 import { Router } from 'express';
-import { z } from 'zod';
 import { findSale, listSales, remainingOf, saleView } from '../../core/sales.ts';
 import type { ApiDeps } from '../deps.ts';
+import { isUuid } from '../validate.ts';
 import { problems } from '../problem.ts';
 
 export function saleRoutes(d: ApiDeps): Router {
@@ -19,7 +19,7 @@ export function saleRoutes(d: ApiDeps): Router {
 
   r.get('/api/sales/:saleId', async (req, res) => {
     const saleId = req.params.saleId;
-    const sale = z.uuid().safeParse(saleId).success ? await findSale(d.db, saleId) : null;
+    const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
     if (!sale) throw problems.saleNotFound(saleId);
     const remaining = await remainingOf(d.db, d.redis, prefix, [sale.id]);
     res.set('Cache-Control', 'no-cache').json(saleView(sale, remaining.get(sale.id) ?? 0));
