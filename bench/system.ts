@@ -29,7 +29,6 @@ export interface SaleStats {
   inflightRequests: number;
   ordersInDatabase: number;
   unitsInDatabase: number;
-  soldInDatabase: number;
   decisions: Partial<Record<'succeeded' | 'sold_out' | 'rejected' | 'failed', number>>;
 }
 

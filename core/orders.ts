@@ -70,13 +70,14 @@ export async function payOrder(db: Db, orderId: string, userId: string): Promise
 export type ExpireResult = 'expired' | 'already_expired' | 'paid' | 'missing';
 
 /**
- * Expires an unpaid reservation: the order becomes `expired` and, in the same transaction, its units leave the
- * sale's sold count and the buyer's units; then Redis gets the units back and the shopper's slot is freed.
- * Idempotent: a redelivered expiry finds the order expired and only repeats the (idempotent) Redis release, which
- * covers a crash between the commit and the release.
+ * Expires an unpaid reservation: the order becomes `expired`, then Redis gets the units back and the shopper's slot
+ * is freed. Idempotent: a redelivered expiry finds the order expired and only repeats the (idempotent) Redis
+ * release, which covers a crash between the commit and the release. The sale's row is held in share mode, so a
+ * rebuild of the sale (which takes it exclusively) sees the expiry either wholly before or wholly after.
  */
 export async function expireReservation(db: Db, redis: Redis, prefix: string, m: Reservation): Promise<ExpireResult> {
   const result = await db.$transaction(async (tx) => {
+    await tx.$queryRaw`SELECT 1 FROM sales WHERE id = ${m.saleId}::uuid FOR SHARE`;
     const rows = await tx.$queryRaw<{ quantity: number }[]>`
       UPDATE orders SET status = 'expired', expired_at = now()
       WHERE id = ${m.orderId}::uuid AND status = 'pending_payment'
@@ -85,8 +86,6 @@ export async function expireReservation(db: Db, redis: Redis, prefix: string, m:
       const o = await tx.order.findUnique({ where: { id: m.orderId }, select: { status: true } });
       return !o ? 'missing' : o.status === 'paid' ? 'paid' : 'already_expired';
     }
-    await tx.$executeRaw`UPDATE sales SET sold = sold - ${m.quantity} WHERE id = ${m.saleId}::uuid`;
-    await tx.$executeRaw`UPDATE sale_buyers SET units = units - ${m.quantity} WHERE sale_id = ${m.saleId}::uuid AND user_id = ${m.userId}`;
     return 'expired';
   });
   if (result === 'expired' || result === 'already_expired') {

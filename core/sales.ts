@@ -1,6 +1,7 @@
 /**
  * Sales: created in PostgreSQL, then loaded into Redis, where admission and decisions run. When Redis has lost a
- * sale (it keeps nothing on disk), any process rebuilds it from PostgreSQL with a new epoch (see `load-5.lua`).
+ * sale (it keeps nothing on disk), any process rebuilds it from PostgreSQL under a new epoch (see `load-5.lua` and
+ * `snapshotSale`).
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -90,51 +91,65 @@ export function saleView(sale: SaleRecord, remaining: number, now = Date.now()):
 const decisionCode = { succeeded: Decision.Succeeded, sold_out: Decision.SoldOut, rejected: Decision.OverLimit, failed: Decision.Failed } as const;
 
 /**
- * Reads a consistent snapshot of a sale from PostgreSQL (one REPEATABLE READ transaction): remaining units, the
- * units each buyer holds, and every decision taken, so a rebuilt Redis answers redeliveries as before.
+ * Starts a new epoch for a sale and reads the snapshot Redis is rebuilt from: remaining units, the units each buyer
+ * holds in active orders, and every decision taken (so a rebuilt Redis answers redeliveries as before).
+ *
+ * The epoch bump takes the sale row's exclusive lock, so it waits for every batch still committing under the old
+ * epoch (they hold the row in share mode, see worker/persist.ts) and for expiries; from then on, until this
+ * transaction commits, nothing can change the sale's orders. The reads run after the lock (READ COMMITTED: each
+ * statement sees what committed before it), so they see every order of the old epoch.
  * @returns undefined when the sale does not exist.
  */
 export async function snapshotSale(db: Db, saleId: string): Promise<SaleSnapshot | undefined> {
-  return db.$transaction(
-    async (tx) => {
-      const sale = await tx.sale.findUnique({ where: { id: saleId } });
-      if (!sale) return undefined;
-      const buyers = await tx.saleBuyer.findMany({ where: { saleId, units: { gt: 0 } }, select: { userId: true, units: true } });
-      const purchases = await tx.purchase.findMany({ where: { saleId }, select: { requestId: true, status: true, orderId: true } });
-      const expired = new Set(
-        (await tx.order.findMany({ where: { saleId, status: 'expired' }, select: { requestId: true } })).map((o) => o.requestId),
-      );
-      return {
-        stock: sale.stock,
-        remaining: sale.stock - sale.sold,
-        perUserLimit: sale.perUserLimit,
-        startsAtMs: sale.startsAt.getTime(),
-        endsAtMs: sale.endsAt?.getTime() ?? 0,
-        epoch: randomUUID(),
-        buyers: buyers.map((b) => [b.userId, b.units] as [string, number]),
-        decisions: purchases.map(
-          (p) => [p.requestId, expired.has(p.requestId) ? Decision.Expired : decisionCode[p.status]] as [string, Decision],
-        ),
-      };
-    },
-    { isolationLevel: 'RepeatableRead' },
-  );
+  return db.$transaction(async (tx) => {
+    const [sale] = await tx.$queryRaw<
+      { stock: number; per_user_limit: number; starts_at: Date; ends_at: Date | null; epoch: bigint }[]
+    >`UPDATE sales SET epoch = epoch + 1 WHERE id = ${saleId}::uuid RETURNING stock, per_user_limit, starts_at, ends_at, epoch`;
+    if (!sale) return undefined;
+    const buyers = await tx.$queryRaw<{ user_id: string; units: number }[]>`
+      SELECT user_id, sum(quantity)::int AS units FROM orders
+      WHERE sale_id = ${saleId}::uuid AND status <> 'expired' GROUP BY user_id`;
+    const purchases = await tx.purchase.findMany({ where: { saleId }, select: { requestId: true, status: true } });
+    const expired = new Set(
+      (await tx.order.findMany({ where: { saleId, status: 'expired' }, select: { requestId: true } })).map((o) => o.requestId),
+    );
+    const held = buyers.reduce((n, b) => n + b.units, 0);
+    return {
+      stock: sale.stock,
+      remaining: sale.stock - held,
+      perUserLimit: sale.per_user_limit,
+      startsAtMs: sale.starts_at.getTime(),
+      endsAtMs: sale.ends_at?.getTime() ?? 0,
+      epoch: String(sale.epoch),
+      buyers: buyers.map((b) => [b.user_id, b.units] as [string, number]),
+      decisions: purchases.map(
+        (p) => [p.requestId, expired.has(p.requestId) ? Decision.Expired : decisionCode[p.status]] as [string, Decision],
+      ),
+    };
+  });
 }
 
 const inFlightLoads = new Map<string, Promise<'loaded' | 'present' | 'missing'>>();
 
 /**
- * Loads a sale into Redis from PostgreSQL unless Redis has it. Concurrent calls in one process share one load;
- * across processes the load script lets exactly one win.
+ * Loads a sale into Redis from PostgreSQL, with a new epoch, unless Redis has it (or, with `force`, even then: when
+ * PostgreSQL refused decisions of an older epoch). Concurrent calls in one process share one load; across
+ * processes the load script keeps the newest epoch.
  * @returns 'loaded' (this call loaded it), 'present' (already there), or 'missing' (no such sale).
  */
-export function loadSale(db: Db, redis: Redis, prefix: string, saleId: string): Promise<'loaded' | 'present' | 'missing'> {
-  const key = `${prefix}|${saleId}`;
+export function loadSale(
+  db: Db,
+  redis: Redis,
+  prefix: string,
+  saleId: string,
+  o: { force?: boolean } = {},
+): Promise<'loaded' | 'present' | 'missing'> {
+  const key = `${prefix}|${saleId}|${o.force ? 'force' : ''}`;
   let pending = inFlightLoads.get(key);
   if (!pending) {
     pending = (async () => {
       const keys = saleKeys(prefix, saleId);
-      if (await redis.exists(keys.sale)) return 'present' as const;
+      if (!o.force && (await redis.exists(keys.sale))) return 'present' as const;
       const snapshot = await snapshotSale(db, saleId);
       if (!snapshot) return 'missing' as const;
       const loaded = await load(redis, keys, snapshot);

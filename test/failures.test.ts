@@ -71,7 +71,7 @@ describe('PostgreSQL outage', () => {
     const finals = await Promise.all(ids.map((id) => sys.waitForFinal(id)));
     expect(finals.map((f) => f.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
     const stats = await sys.stats(saleId);
-    expect(stats).toMatchObject({ remaining: 2, ordersInDatabase: 3, soldInDatabase: 3, inflightRequests: 0 });
+    expect(stats).toMatchObject({ remaining: 2, ordersInDatabase: 3, unitsInDatabase: 3, inflightRequests: 0 });
     expect(stats.decisions).toEqual({ succeeded: 3 });
   });
 
@@ -119,7 +119,7 @@ describe('replaying the dead-letter queue', () => {
     expect((await sys.http.post('/api/admin/dlq/replay').set(admin).send({ limit: 100 })).status).toBe(200);
     const [state] = (await replayedDecision) as [{ status: string }];
     expect(state.status).toBe('succeeded');
-    expect(await sys.stats(saleId)).toMatchObject({ remaining: 3, ordersInDatabase: 1, soldInDatabase: 1 });
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 3, ordersInDatabase: 1, unitsInDatabase: 1 });
   });
 
   it('when the admin body is invalid, then 400 and nothing moves', async () => {

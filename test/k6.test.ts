@@ -147,7 +147,7 @@ describe('the k6 smoke runner', () => {
     const server = createServer((req, res) => {
       res.setHeader('Content-Type', 'application/json');
       res.end(
-        JSON.stringify({ saleId: 's', stock: 10, remaining: 0, pendingUnits: 0, inflightRequests: 0, ordersInDatabase: 11, unitsInDatabase: 11, soldInDatabase: 11 }),
+        JSON.stringify({ saleId: 's', stock: 10, remaining: 0, pendingUnits: 0, inflightRequests: 0, ordersInDatabase: 11, unitsInDatabase: 11 }),
       );
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

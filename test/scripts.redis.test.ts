@@ -25,7 +25,7 @@ afterAll(async () => {
 async function newSale(stock: number, perUserLimit = 1, o: { startsAtMs?: number; endsAtMs?: number } = {}) {
   const saleId = randomUUID();
   const keys = saleKeys(prefix, saleId);
-  const epoch = randomUUID();
+  const epoch = '1';
   await load(redis, keys, { stock, remaining: stock, perUserLimit, startsAtMs: o.startsAtMs ?? 0, endsAtMs: o.endsAtMs ?? 0, epoch, buyers: [], decisions: [] });
   return { saleId, keys, epoch };
 }
@@ -99,8 +99,8 @@ describe('decide-5.lua', () => {
     const a = admitArgs('u1');
     await admit(redis, keys, idempotencyKey(prefix, saleId, '-', ''), a);
     const m = { requestId: a.requestId, userId: 'u1', quantity: 1, epoch };
-    expect(await decide(redis, keys, [m])).toEqual([{ decision: Decision.Succeeded, replayed: false }]);
-    expect(await decide(redis, keys, [m])).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
+    expect((await decide(redis, keys, [m])).results).toEqual([{ decision: Decision.Succeeded, replayed: false }]);
+    expect((await decide(redis, keys, [m])).results).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
     expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['2', '0']);
   });
 
@@ -114,7 +114,8 @@ describe('decide-5.lua', () => {
       batch.push({ requestId: a.requestId, userId, quantity: 1, epoch });
     }
     const stranger = { requestId: randomUUID(), userId: 'b3', quantity: 1, epoch: 'before-a-rebuild' };
-    const results = await decide(redis, keys, [batch[0]!, batch[0]!, batch[1]!, stranger]);
+    const { epoch: decidedUnder, results } = await decide(redis, keys, [batch[0]!, batch[0]!, batch[1]!, stranger]);
+    expect(decidedUnder).toBe(epoch);
     expect(results).toEqual([
       { decision: Decision.Succeeded, replayed: false },
       { decision: Decision.Succeeded, replayed: true },
@@ -128,7 +129,7 @@ describe('decide-5.lua', () => {
     const { keys } = await newSale(1, 1);
     const m = { requestId: randomUUID(), userId: 'v', quantity: 1, epoch: 'an-older-epoch' };
     await redis.hset(keys.sale, 'remaining', 0);
-    expect((await decide(redis, keys, [m]))[0]!.decision).toBe(Decision.SoldOut);
+    expect((await decide(redis, keys, [m])).results[0]!.decision).toBe(Decision.SoldOut);
     expect(await redis.hget(keys.held, 'v')).toBeNull();
   });
 
@@ -139,7 +140,7 @@ describe('decide-5.lua', () => {
     await admit(redis, keys, idem, a);
     expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(true);
     expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(false);
-    expect((await decide(redis, keys, [{ requestId: a.requestId, userId: 'w', quantity: 1, epoch }]))[0]!.decision).toBe(Decision.Withdrawn);
+    expect((await decide(redis, keys, [{ requestId: a.requestId, userId: 'w', quantity: 1, epoch }])).results[0]!.decision).toBe(Decision.Withdrawn);
     expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['5', '0']);
     expect(await redis.hget(keys.held, 'w')).toBeNull();
   });
@@ -147,9 +148,9 @@ describe('decide-5.lua', () => {
   it('when a request admitted before a rebuild comes in, then it is checked against the rebuilt buyers', async () => {
     const saleId = randomUUID();
     const keys = saleKeys(prefix, saleId);
-    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'new', buyers: [['x', 1]], decisions: [] });
-    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' }]))[0]!.decision).toBe(Decision.OverLimit);
-    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' }]))[0]!.decision).toBe(Decision.Succeeded);
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['x', 1]], decisions: [] });
+    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.OverLimit);
+    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.Succeeded);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
   });
 
@@ -157,8 +158,8 @@ describe('decide-5.lua', () => {
     const saleId = randomUUID();
     const keys = saleKeys(prefix, saleId);
     const requestId = randomUUID();
-    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'e2', buyers: [['z', 1]], decisions: [[requestId, Decision.Succeeded]] });
-    expect(await decide(redis, keys, [{ requestId, userId: 'z', quantity: 1, epoch: 'e1' }])).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['z', 1]], decisions: [[requestId, Decision.Succeeded]] });
+    expect((await decide(redis, keys, [{ requestId, userId: 'z', quantity: 1, epoch: 'e1' }])).results).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('4');
   });
 });
@@ -176,11 +177,15 @@ describe('release-3.lua and load-5.lua', () => {
     expect(await redis.hget(keys.held, 'r')).toBeNull();
   });
 
-  it('when a sale is loaded twice, then the second load changes nothing', async () => {
+  it('when a sale is loaded again with the same or an older epoch, then nothing changes; a newer epoch replaces it', async () => {
     const { keys } = await newSale(7);
     await redis.hset(keys.sale, 'remaining', 3);
-    expect(await load(redis, keys, { stock: 7, remaining: 7, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: 'other', buyers: [], decisions: [] })).toBe(false);
+    const snapshot = { stock: 7, remaining: 6, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, buyers: [] as [string, number][], decisions: [] };
+    expect(await load(redis, keys, { ...snapshot, epoch: '1' })).toBe(false);
+    expect(await load(redis, keys, { ...snapshot, epoch: '0' })).toBe(false);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
+    expect(await load(redis, keys, { ...snapshot, epoch: '10' })).toBe(true);
+    expect(await redis.hmget(keys.sale, 'remaining', 'epoch')).toEqual(['6', '10']);
   });
 
   it('keeps every key of one sale in one cluster slot (hash tag {saleId})', () => {

@@ -1,11 +1,13 @@
 /**
- * Persists a batch of decisions in one PostgreSQL transaction: the decision of every request (`purchases`), an
- * order for each new success, the sale's sold units and each buyer's units. Idempotent per request: a decision
- * already in PostgreSQL wins and is returned, so a redelivered message never makes a second order.
+ * Persists a batch of decisions in one PostgreSQL statement: the decision of every request (`purchases`) and an
+ * order for each new success. Idempotent per request: a decision already in PostgreSQL wins and is returned, so a
+ * redelivered message never makes a second order.
  *
- * The CHECK constraints on `sales.sold` and `sale_buyers.units` are the last guard against an oversell or a
- * purchase beyond the per-user limit when Redis lost its state; a batch that trips one is re-run one request at a
- * time so only the offending request is refused.
+ * The epoch fence: the statement holds each sale's row in share mode and writes only the decisions taken under the
+ * sale's current epoch. Rebuilding Redis bumps the epoch under the row's exclusive lock (core/sales.ts), so no
+ * decision taken in a Redis that has since lost its state, or been rebuilt, can reach PostgreSQL: such requests
+ * come back as `stale` and are decided again. Batches do not block each other (share locks), so the sale's row is
+ * no bottleneck.
  */
 import { createHash } from 'node:crypto';
 import type { Db } from '../core/db/client.ts';
@@ -20,6 +22,8 @@ export interface DecidedPurchase {
   quantity: number;
   status: FinalStatus;
   reason?: string;
+  /** The sale's epoch the decision was taken under (see decide-5.lua). */
+  epoch: string;
 }
 
 /** The decision PostgreSQL holds for a request after the batch. */
@@ -33,12 +37,6 @@ export interface PersistedDecision {
   fresh: boolean;
 }
 
-/** A request that the PostgreSQL guard refused: Redis thought the units were free, PostgreSQL knew better. */
-export interface Refusal {
-  requestId: string;
-  status: 'sold_out' | 'rejected';
-}
-
 /** The order id of a request: derived from the request id (UUID v8 layout), so every retry computes the same one. */
 export function orderIdFor(requestId: string): string {
   const h = createHash('sha256').update(`order:${requestId}`).digest('hex');
@@ -46,75 +44,36 @@ export function orderIdFor(requestId: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(18, 20)}-${h.slice(20, 32)}`;
 }
 
-const CHECK_VIOLATION = '23514';
-
-function isCheckViolation(err: unknown): boolean {
-  const e = err as { code?: string; cause?: { code?: string; originalCode?: string }; meta?: { code?: string } };
-  const text = String((err as Error)?.message ?? '');
-  return e?.code === CHECK_VIOLATION || e?.cause?.originalCode === CHECK_VIOLATION || e?.meta?.code === CHECK_VIOLATION || /check constraint/i.test(text);
-}
-
 /**
- * Writes a batch of decisions.
+ * Writes a batch of decisions, in one statement, so in one round trip: data-modifying CTEs run exactly once each
+ * and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+ * The final SELECT sees the snapshot from before the statement, which is exactly the decisions PostgreSQL held
+ * already; the fresh ones come from `fresh`.
  * @param paymentWindowMs - reservation lifetime, ms: an order expires this long after its decision.
- * @returns the decision PostgreSQL holds for each request, and the requests the CHECK guard refused.
- * @throws on a database failure (the caller retries the batch later; nothing was written).
+ * @returns the decision PostgreSQL holds for each request written or known, and the ids of the requests refused
+ *   because their sale's epoch moved on (decide them again).
+ * @throws on a database failure (nothing was written; the caller retries the batch later).
  */
 export async function persistDecisions(
   db: Db,
   batch: DecidedPurchase[],
   paymentWindowMs: number,
-): Promise<{ decisions: Map<string, PersistedDecision>; refused: Refusal[] }> {
-  try {
-    return { decisions: await writeBatch(db, batch, paymentWindowMs), refused: [] };
-  } catch (err) {
-    if (!isCheckViolation(err) || batch.length === 0) throw err;
-  }
-  // Only after Redis lost its state: find the offending requests one at a time.
-  const decisions = new Map<string, PersistedDecision>();
-  const refused: Refusal[] = [];
-  for (const p of batch) {
-    try {
-      for (const [id, d] of await writeBatch(db, [p], paymentWindowMs)) decisions.set(id, d);
-    } catch (err) {
-      if (!isCheckViolation(err) || p.status !== 'succeeded') throw err;
-      const overLimit = (await buyerUnits(db, p.saleId, p.userId)) + p.quantity > (await perUserLimit(db, p.saleId));
-      const status = overLimit ? 'rejected' : 'sold_out';
-      const reason = overLimit ? 'You already hold the most this sale allows per shopper.' : 'Every unit is sold.';
-      for (const [id, d] of await writeBatch(db, [{ ...p, status, reason }], paymentWindowMs)) decisions.set(id, d);
-      refused.push({ requestId: p.requestId, status });
-    }
-  }
-  return { decisions, refused };
-}
-
-async function buyerUnits(db: Db, saleId: string, userId: string): Promise<number> {
-  const b = await db.saleBuyer.findUnique({ where: { saleId_userId: { saleId, userId } }, select: { units: true } });
-  return b?.units ?? 0;
-}
-
-async function perUserLimit(db: Db, saleId: string): Promise<number> {
-  const s = await db.sale.findUnique({ where: { id: saleId }, select: { perUserLimit: true } });
-  return s?.perUserLimit ?? 0;
-}
-
-/**
- * One statement, so one round trip and the shortest hold of the sale row's lock: data-modifying CTEs run exactly
- * once each and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
- * The final SELECT sees the snapshot from before the statement, which is exactly the decisions PostgreSQL held
- * already; the fresh ones come from `fresh`.
- */
-async function writeBatch(db: Db, batch: DecidedPurchase[], paymentWindowMs: number): Promise<Map<string, PersistedDecision>> {
+): Promise<{ decisions: Map<string, PersistedDecision>; stale: string[] }> {
   const expiresAt = new Date(Date.now() + paymentWindowMs);
   const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
   const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
   const rows = await db.$queryRaw<
-    { request_id: string; status: FinalStatus; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
+    { request_id: string; status: FinalStatus | null; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
   >`
-    WITH input AS (
+    WITH decided AS (
       SELECT * FROM unnest(${col('requestId')}::uuid[], ${col('saleId')}::uuid[], ${col('userId')}::text[],
-                           ${col('quantity')}::int[], ${col('status')}::text[], ${col('reason')}::text[], ${orderIds}::uuid[])
-             AS t(request_id, sale_id, user_id, quantity, status, reason, order_id)
+                           ${col('quantity')}::int[], ${col('status')}::text[], ${col('reason')}::text[], ${orderIds}::uuid[],
+                           ${col('epoch')}::bigint[])
+             AS t(request_id, sale_id, user_id, quantity, status, reason, order_id, epoch)
+    ), fence AS (
+      SELECT s.id, s.epoch FROM sales s WHERE s.id IN (SELECT sale_id FROM decided) FOR SHARE
+    ), input AS (
+      SELECT d.* FROM decided d JOIN fence f ON f.id = d.sale_id AND f.epoch = d.epoch
     ), fresh AS (
       INSERT INTO purchases (request_id, sale_id, user_id, quantity, status, reason, order_id)
       SELECT request_id, sale_id, user_id, quantity, status::purchase_status, reason, order_id FROM input
@@ -125,19 +84,6 @@ async function writeBatch(db: Db, batch: DecidedPurchase[], paymentWindowMs: num
       SELECT i.order_id, i.request_id, i.sale_id, i.user_id, i.quantity, 'pending_payment', ${expiresAt}
       FROM input i JOIN fresh f USING (request_id)
       WHERE i.status = 'succeeded'
-      RETURNING sale_id, user_id, quantity, expires_at
-    ), sold AS (
-      UPDATE sales SET sold = sales.sold + w.units
-      FROM (SELECT sale_id, sum(quantity)::int AS units FROM wins GROUP BY sale_id) w
-      WHERE sales.id = w.sale_id
-      RETURNING sales.id
-    ), buyers AS (
-      INSERT INTO sale_buyers (sale_id, user_id, units, max_units)
-      SELECT w.sale_id, w.user_id, w.units, s.per_user_limit
-      FROM (SELECT sale_id, user_id, sum(quantity)::int AS units FROM wins GROUP BY sale_id, user_id) w
-      JOIN sales s ON s.id = w.sale_id
-      ORDER BY w.sale_id, w.user_id
-      ON CONFLICT (sale_id, user_id) DO UPDATE SET units = sale_buyers.units + excluded.units
       RETURNING 1
     )
     SELECT i.request_id,
@@ -152,7 +98,7 @@ async function writeBatch(db: Db, batch: DecidedPurchase[], paymentWindowMs: num
     LEFT JOIN orders o ON o.id = p.order_id`;
   const decisions = new Map<string, PersistedDecision>();
   for (const r of rows) {
-    if (!r.status) continue; // not fresh and not in PostgreSQL: cannot happen inside one statement, but never guess
+    if (!r.status) throw new Error(`No decision for ${r.request_id} after writing it`);
     decisions.set(r.request_id, {
       status: r.status,
       ...(r.reason ? { reason: r.reason } : {}),
@@ -161,5 +107,5 @@ async function writeBatch(db: Db, batch: DecidedPurchase[], paymentWindowMs: num
       fresh: r.fresh,
     });
   }
-  return decisions;
+  return { decisions, stale: batch.filter((p) => !decisions.has(p.requestId)).map((p) => p.requestId) };
 }

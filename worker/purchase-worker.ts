@@ -172,6 +172,21 @@ export class PurchaseWorker extends EventEmitter {
   }
 
   private async decideAndPersist(items: Item[]): Promise<void> {
+    let pending = items;
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === 3) throw new Error(`${pending.length} decisions went stale three times: the sale keeps being rebuilt`);
+      const stale = await this.decideRound(pending);
+      // Decided under an epoch PostgreSQL has moved past: Redis is behind (another process rebuilt the sale and
+      // has not loaded it yet, or died before it did). Load the newest state, then decide those again.
+      for (const saleId of new Set(stale.map((it) => it.m.saleId))) {
+        await loadSale(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, saleId, { force: true });
+      }
+      pending = stale;
+    }
+  }
+
+  /** Decides, persists, schedules expiries, writes results and acks; @returns the items PostgreSQL found stale. */
+  private async decideRound(items: Item[]): Promise<Item[]> {
     const { redis, db, config } = this.d;
     const prefix = config.REDIS_KEY_PREFIX;
     const decided = await this.decideAll(items);
@@ -185,44 +200,41 @@ export class PurchaseWorker extends EventEmitter {
       const status = STATUS_OF[r.decision];
       if (!status) throw new Error(`Unexpected decision ${r.decision} for ${it.m.requestId}`);
       const { requestId, saleId, userId, quantity } = it.m;
-      toPersist.push({ it, r, p: { requestId, saleId, userId, quantity, status, ...(REASONS[status] ? { reason: REASONS[status] } : {}) } });
+      const reason = REASONS[status];
+      toPersist.push({ it, r, p: { requestId, saleId, userId, quantity, status, epoch: r.epoch, ...(reason ? { reason } : {}) } });
     }
-    if (toPersist.length === 0) return;
+    if (toPersist.length === 0) return [];
 
-    const { decisions, refused } = await persistDecisions(db, toPersist.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
-    const refusedIds = new Map(refused.map((r) => [r.requestId, r.status]));
-
-    // Reconcile Redis with PostgreSQL where they disagree (only after Redis lost its state).
-    for (const { it, r, p } of toPersist) {
-      const pg = decisions.get(p.requestId);
-      const refusal = refusedIds.get(p.requestId);
-      const tookUnits = r.decision === Decision.Succeeded && !r.replayed;
-      if (tookUnits && (refusal || (pg && pg.status !== 'succeeded'))) {
-        const as = pg?.status === 'rejected' || refusal === 'rejected' ? Decision.OverLimit : pg?.status === 'failed' ? Decision.Failed : Decision.SoldOut;
-        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as });
-        this.d.logger.warn({ requestId: p.requestId, pg: pg?.status }, 'PostgreSQL overruled a Redis decision; units returned');
-      }
-    }
+    const { decisions, stale } = await persistDecisions(db, toPersist.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
+    const staleIds = new Set(stale);
 
     // The batch's reservations get their expiry message before the results are visible; re-sent on redelivery (the
     // expiry is idempotent), so a crash between the two never leaves a reservation that cannot expire.
     const now = new Date().toISOString();
-    const results: PurchaseState[] = [];
+    const done: { it: Item; state: PurchaseState }[] = [];
     const reservations: Reservation[] = [];
-    for (const { it } of toPersist) {
+    for (const { it, r } of toPersist) {
       const pg = decisions.get(it.m.requestId);
-      if (!pg) throw new Error(`No decision persisted for ${it.m.requestId}`);
-      results.push({
-        requestId: it.m.requestId,
-        saleId: it.m.saleId,
-        userId: it.m.userId,
-        status: pg.status,
-        ...(pg.orderId ? { orderId: pg.orderId } : {}),
-        ...(pg.expiresAt ? { expiresAt: pg.expiresAt.toISOString() } : {}),
-        ...(pg.reason ? { reason: pg.reason } : {}),
-        acceptedAt: new Date(it.m.admittedAt).toISOString(),
-        updatedAt: now,
-        version: FINAL_VERSION,
+      if (!pg) continue; // stale
+      if (!pg.fresh && !r.replayed && r.decision === Decision.Succeeded && pg.status !== 'succeeded') {
+        // Redis took units for a request PostgreSQL had already decided otherwise: give them back.
+        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as: pg.status === 'failed' ? Decision.Failed : Decision.SoldOut });
+        this.d.logger.error({ requestId: it.m.requestId, pg: pg.status }, 'Redis decided a request PostgreSQL had decided');
+      }
+      done.push({
+        it,
+        state: {
+          requestId: it.m.requestId,
+          saleId: it.m.saleId,
+          userId: it.m.userId,
+          status: pg.status,
+          ...(pg.orderId ? { orderId: pg.orderId } : {}),
+          ...(pg.expiresAt ? { expiresAt: pg.expiresAt.toISOString() } : {}),
+          ...(pg.reason ? { reason: pg.reason } : {}),
+          acceptedAt: new Date(it.m.admittedAt).toISOString(),
+          updatedAt: now,
+          version: FINAL_VERSION,
+        },
       });
       if (pg.status === 'succeeded' && pg.orderId) {
         const { requestId, saleId, userId, quantity } = it.m;
@@ -232,33 +244,38 @@ export class PurchaseWorker extends EventEmitter {
     if (reservations.length) await this.scheduleExpiry(reservations);
 
     const pipeline = redis.pipeline();
-    for (const s of results) {
-      const w = stateWrite(prefix, s);
+    for (const { state } of done) {
+      const w = stateWrite(prefix, state);
       void putState(pipeline, w.key, w.args);
     }
     const written = await pipeline.exec();
     const failed = written?.find(([err]) => err);
     if (failed) throw failed[0];
 
-    for (const [i, { it }] of toPersist.entries()) {
+    for (const { it, state } of done) {
       this.ack(it);
-      this.emit('decided', results[i]);
+      this.emit('decided', state);
     }
+    return toPersist.filter((x) => staleIds.has(x.it.m.requestId)).map((x) => x.it);
   }
 
   /** Runs one decide call per sale (all of the sale's items at once); loads sales Redis lost and decides again. */
-  private async decideAll(items: Item[]): Promise<Map<Item, DecideResult>> {
+  private async decideAll(items: Item[]): Promise<Map<Item, DecideResult & { epoch: string }>> {
     const { redis, db, config } = this.d;
     const prefix = config.REDIS_KEY_PREFIX;
-    const out = new Map<Item, DecideResult>();
+    const out = new Map<Item, DecideResult & { epoch: string }>();
     const bySale = new Map<string, Item[]>();
-    for (const it of items) bySale.set(it.m.saleId, [...(bySale.get(it.m.saleId) ?? []), it]);
+    for (const it of items) {
+      const group = bySale.get(it.m.saleId);
+      if (group) group.push(it);
+      else bySale.set(it.m.saleId, [it]);
+    }
     await Promise.all(
       [...bySale].map(async ([saleId, group]) => {
         for (let round = 0; round < 2; round++) {
-          const results = await decide(redis, saleKeys(prefix, saleId), group.map((it) => it.m));
+          const { epoch, results } = await decide(redis, saleKeys(prefix, saleId), group.map((it) => it.m));
           if (results[0]?.decision !== Decision.SaleNotLoaded) {
-            group.forEach((it, i) => out.set(it, results[i]!));
+            group.forEach((it, i) => out.set(it, { ...results[i]!, epoch }));
             return;
           }
           if ((await loadSale(db, redis, prefix, saleId)) === 'missing') {

@@ -57,12 +57,11 @@ export function adminRoutes(d: ApiDeps): Router {
     const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
     if (!sale) throw problems.saleNotFound(saleId);
     await loadSale(d.db, d.redis, prefix, saleId);
-    const [hot, inflight, orders, decisions, sold] = await Promise.all([
+    const [hot, inflight, orders, decisions] = await Promise.all([
       d.redis.hmget(saleKeys(prefix, saleId).sale, 'remaining', 'pending'),
       d.redis.zcard(saleKeys(prefix, saleId).inflight),
       d.db.order.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true }, _sum: { quantity: true } }),
       d.db.purchase.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true } }),
-      d.db.sale.findUnique({ where: { id: saleId }, select: { sold: true } }),
     ]);
     const byStatus = Object.fromEntries(orders.map((o) => [o.status, { orders: o._count._all, units: o._sum.quantity ?? 0 }]));
     const active = ['pending_payment', 'paid'].map((s) => byStatus[s] ?? { orders: 0, units: 0 });
@@ -74,7 +73,6 @@ export function adminRoutes(d: ApiDeps): Router {
       inflightRequests: inflight,
       ordersInDatabase: active.reduce((n, a) => n + a.orders, 0),
       unitsInDatabase: active.reduce((n, a) => n + a.units, 0),
-      soldInDatabase: sold?.sold ?? 0,
       ordersByStatus: {
         pending_payment: byStatus.pending_payment?.orders ?? 0,
         paid: byStatus.paid?.orders ?? 0,

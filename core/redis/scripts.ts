@@ -107,15 +107,19 @@ export interface DecideArgs {
 
 /**
  * Decides purchases of one sale in one atomic call (see `decide-5.lua`), in order.
- * @returns one result per purchase, in the order given. @throws Error on a reply of an unexpected shape.
+ * @returns the sale's epoch the decisions were taken under ("0" when the sale is not loaded), and one result per
+ *   purchase in the order given. @throws Error on a reply of an unexpected shape.
  */
-export async function decide(redis: Runner, keys: SaleKeys, purchases: DecideArgs[]): Promise<DecideResult[]> {
+export async function decide(redis: Runner, keys: SaleKeys, purchases: DecideArgs[]): Promise<{ epoch: string; results: DecideResult[] }> {
   const args = purchases.flatMap((a) => [a.requestId, a.userId, a.quantity, a.epoch]);
   const reply = await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], args);
-  if (!Array.isArray(reply) || reply.length !== purchases.length * 2 || !reply.every((v) => typeof v === 'number')) {
+  if (!Array.isArray(reply) || reply.length !== 1 + purchases.length * 2 || !reply.slice(1).every((v) => typeof v === 'number')) {
     throw new Error(`Unexpected reply from decide: ${JSON.stringify(reply)}`);
   }
-  return purchases.map((_, i) => ({ decision: reply[2 * i] as Decision, replayed: reply[2 * i + 1] === 1 }));
+  return {
+    epoch: String(reply[0]),
+    results: purchases.map((_, i) => ({ decision: reply[1 + 2 * i] as Decision, replayed: reply[2 + 2 * i] === 1 })),
+  };
 }
 
 /**
@@ -162,6 +166,7 @@ export interface SaleSnapshot {
   startsAtMs: number;
   /** 0 when the sale has no end. */
   endsAtMs: number;
+  /** PostgreSQL's `sales.epoch` for this load (a growing integer). */
   epoch: string;
   /** userId -> units held by active orders. */
   buyers: [string, number][];
@@ -169,7 +174,7 @@ export interface SaleSnapshot {
   decisions: [string, Decision][];
 }
 
-/** Loads a sale unless it is loaded already (see `load-5.lua`). @returns true when this call loaded it. */
+/** Loads a sale unless it is loaded with this epoch or a newer one (see `load-5.lua`). @returns true when loaded. */
 export async function load(redis: Redis, keys: SaleKeys, s: SaleSnapshot): Promise<boolean> {
   const reply = await run(redis, 'load', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
     s.stock,

@@ -8,7 +8,8 @@
   KEYS[5] decided hash     requestId -> decision code
   ARGV    groups of four: requestId, userId, quantity, the sale's epoch when the request was admitted
 
-  Returns a flat array, two integers per request in ARGV order: code, replayed (1 when decided before).
+  Returns a flat array: the sale's epoch (the decisions are valid only under it, see worker/persist.ts), then two
+  integers per request in ARGV order: code, replayed (1 when decided before).
     code 0 SUCCEEDED        the units are the shopper's (reservation pending payment)
          1 SOLD_OUT
          2 OVER_LIMIT       (only for requests admitted before a rebuild) the shopper already holds the limit
@@ -17,9 +18,8 @@
          5 EXPIRED, 6 FAILED  (only as replays: written by release-3.lua)
 ]]
 local rcall = redis.call
-local out = {}
-
 local sale = rcall("HMGET", KEYS[1], "remaining", "limit", "epoch")
+local out = {sale[3] or "0"}
 if not sale[1] then
   for i = 1, #ARGV, 4 do out[#out + 1] = 4; out[#out + 1] = 0 end
   return out

@@ -1,17 +1,19 @@
 --[[
-  Loads a sale into Redis from PostgreSQL: at creation, and after Redis lost its state. Does nothing if the sale is
-  already loaded, so several processes may race to rebuild it and exactly one wins. A new epoch tells the decide
-  script which queued requests were admitted before the rebuild.
+  Loads a sale into Redis from PostgreSQL: at creation, after Redis lost its state, and when PostgreSQL refused a
+  batch decided under an older epoch. Each load carries the epoch PostgreSQL just assigned (a growing integer): a
+  sale already loaded with that epoch or a newer one is left alone, so processes racing to rebuild converge on the
+  newest. The epoch also tells the decide script which queued requests were admitted before the rebuild.
 
   KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] inflight zset  KEYS[4] requests hash  KEYS[5] decided hash
   ARGV[1] stock  ARGV[2] remaining  ARGV[3] per-user limit  ARGV[4] starts (ms)  ARGV[5] ends (ms, 0 = none)
   ARGV[6] epoch  ARGV[7] number of buyers N, then N pairs (userId, units held by active orders),
   then pairs (requestId, decision code) of every decision PostgreSQL holds
 
-  Returns 1 when loaded, 0 when the sale was already loaded.
+  Returns 1 when loaded, 0 when the sale was already loaded with this epoch or a newer one.
 ]]
 local rcall = redis.call
-if rcall("EXISTS", KEYS[1]) == 1 then return 0 end
+local current = rcall("HGET", KEYS[1], "epoch")
+if current and tonumber(current) >= tonumber(ARGV[6]) then return 0 end
 rcall("DEL", KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 rcall("HSET", KEYS[1], "stock", ARGV[1], "remaining", ARGV[2], "pending", 0, "limit", ARGV[3],
   "starts", ARGV[4], "ends", ARGV[5], "epoch", ARGV[6])
