@@ -10,6 +10,7 @@ import { purchaseMessageSchema } from '../core/messages.ts';
 import { QUEUED_VERSION, writeState } from '../core/purchase-state.ts';
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { AdmitCode, admit, decide } from '../core/redis/scripts.ts';
+import { snapshotSale } from '../core/sales.ts';
 import { persistDecisions } from '../worker/persist.ts';
 import { startSystem, type TestSystem } from './support/system.ts';
 
@@ -50,7 +51,7 @@ describe('a worker dies mid-purchase', () => {
     expect((await decide(sys.redis, keys, [m1])).results[0]!.decision).toBe(0);
     const decidedM2 = await decide(sys.redis, keys, [m2]);
     expect(decidedM2.results[0]!.decision).toBe(0);
-    await persistDecisions(sys.api.deps.db, [{ ...m2, status: 'succeeded' }], 60_000);
+    await persistDecisions(sys.api.deps.db, [{ ...m2, status: 'succeeded', epoch: decidedM2.epoch }], 60_000);
     await ch.close(); // unacked messages go back to the queue
     ch = await sys.api.deps.broker.createChannel();
 
@@ -161,5 +162,25 @@ describe('Redis loses its state (restart without persistence)', () => {
     expect(again.status).toBe(409);
     expect(again.body.type).toMatch(/\/(duplicate-purchase|sold-out)$/);
     await sys.worker!.stop();
+  });
+});
+
+describe('a rebuild that never reached Redis', () => {
+  it('when PostgreSQL moved to a newer epoch than Redis holds, then the worker\'s decisions come back stale, it reloads the sale and decides them again', async () => {
+    const stock = 3;
+    const saleId = await sys.createSale({ stock });
+    // A process bumped the epoch to rebuild the sale, then died before loading Redis.
+    const bumped = await snapshotSale(sys.api.deps.db, saleId);
+    const redisEpoch = await sys.redis.hget(saleKeys(sys.config.REDIS_KEY_PREFIX, saleId).sale, 'epoch');
+    expect(Number(bumped!.epoch)).toBeGreaterThan(Number(redisEpoch));
+
+    const accepted = await Promise.all(Array.from({ length: 5 }, () => buy(saleId, `stale-${randomUUID()}`)));
+    const worker = await sys.startWorker();
+    const finals = await Promise.all(accepted.filter((r) => r.status === 202).map((r) => sys.waitForFinal(r.body.requestId)));
+    expect(finals.filter((f) => f.status === 'succeeded')).toHaveLength(stock);
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 0, ordersInDatabase: stock, unitsInDatabase: stock, inflightRequests: 0 });
+    const sale = await sys.api.deps.db.sale.findUniqueOrThrow({ where: { id: saleId } });
+    expect(await sys.redis.hget(saleKeys(sys.config.REDIS_KEY_PREFIX, saleId).sale, 'epoch')).toBe(String(sale.epoch));
+    await worker.stop();
   });
 });

@@ -179,6 +179,7 @@ export class PurchaseWorker extends EventEmitter {
       // Decided under an epoch PostgreSQL has moved past: Redis is behind (another process rebuilt the sale and
       // has not loaded it yet, or died before it did). Load the newest state, then decide those again.
       for (const saleId of new Set(stale.map((it) => it.m.saleId))) {
+        this.d.logger.warn({ saleId, count: stale.length }, 'decisions of an older epoch refused by PostgreSQL; reloading the sale');
         await loadSale(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, saleId, { force: true });
       }
       pending = stale;
