@@ -112,6 +112,18 @@ export function answering(handler: RequestHandler): RequestHandler {
   };
 }
 
+const SOLD_OUT_HEAD = `{"type":"/problems/sold-out","title":${JSON.stringify(TITLES['sold-out'])},"status":409,"detail":${JSON.stringify(soldOutProblem().message)},"instance":`;
+
+/**
+ * Sends the sold-out problem (the same body as `sendProblem(res, soldOutProblem(), instance)`) straight to Node's
+ * response, skipping Express's send machinery: after a sell-out it is most of what the API answers.
+ */
+export function sendSoldOut(res: Response, instance: string): void {
+  const body = `${SOLD_OUT_HEAD}${JSON.stringify(instance)}}`;
+  res.writeHead(409, { 'Content-Type': 'application/problem+json; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
 /** Sends a problem response. */
 export function sendProblem(res: Response, e: AppError, instance?: string): void {
   res.status(e.status).set(e.headers).type('application/problem+json').json({

@@ -98,7 +98,13 @@ describe('POST /api/sales/:saleId/purchases', () => {
     expect((await sys.stats(saleId)).inflightRequests).toBe(0);
     // Remembered now: answered from memory, yet a retry with an Idempotency-Key still reaches Redis and replays.
     expect(sys.api.deps.soldOut.has(saleId)).toBe(true);
-    expect((await buy(saleId, `c-${randomUUID()}`)).status).toBe(409);
+    const remembered = await buy(saleId, `c-${randomUUID()}`);
+    expect(remembered.status).toBe(409);
+    expect(remembered.headers['content-type']).toBe(res.headers['content-type']);
+    expect(remembered.body).toEqual(res.body);
+    // Known to everyone: answered before authentication.
+    const anonymous = await sys.http.post(`/api/sales/${saleId}/purchases`).send({});
+    expect(anonymous.body.type).toBe('/problems/sold-out');
   });
 
   it('when the sale has not started or has ended, then 409 sale-not-active', async () => {

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
-import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
+import { answering, problems, sendSoldOut } from '../problem.ts';
 import { getPurchase, requestPurchase } from '../purchase-service.ts';
 import { isUuid, parse } from '../validate.ts';
 
@@ -30,7 +30,7 @@ export function purchaseRoutes(d: ApiDeps): Router {
   // retry of an accepted one, which only Redis can replay.
   const knownSoldOut: RequestHandler = (req, res, next) => {
     if (req.headers['idempotency-key'] === undefined && d.soldOut.has(req.params.saleId as string)) {
-      return sendProblem(res, soldOutProblem(), req.originalUrl);
+      return sendSoldOut(res, req.originalUrl);
     }
     next();
   };
