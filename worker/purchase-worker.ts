@@ -108,7 +108,7 @@ export class PurchaseWorker extends EventEmitter {
       try {
         const results: ExpireResult[] = [];
         for (const r of parsed.reservations) results.push(await expireReservation(this.d.db, this.d.redis, this.d.config.REDIS_KEY_PREFIX, r));
-        safe(() => ch.ack(msg));
+        settle(ch, msg, 'ack');
         parsed.reservations.forEach((r, i) => this.emit('expired', r.orderId, results[i]));
       } catch (err) {
         const reason = (err as Error).message;
@@ -118,7 +118,7 @@ export class PurchaseWorker extends EventEmitter {
         if (!tier) return await this.deadLetter(ch, msg, id, `gave up after ${attempt + 1} attempts: ${reason}`, t.reservationDeadQueue);
         await this.d.broker
           .sendToQueue(tier.name, msg.content, { messageId: id ?? randomUUID(), contentType: 'application/json', headers: { [ATTEMPT_HEADER]: attempt + 1, [REASON_HEADER]: reason } })
-          .then(() => safe(() => ch.ack(msg)), () => safe(() => ch.nack(msg, false, true)));
+          .then(() => settle(ch, msg, 'ack'), () => settle(ch, msg, 'requeue'));
       }
     } finally {
       this.running--;
@@ -299,6 +299,7 @@ export class PurchaseWorker extends EventEmitter {
   }
 
   private async retryOrFail(it: Item, reason: string): Promise<void> {
+    if (settledMessages.has(it.msg)) return; // settled before the failure (dead-lettered, or done)
     const tiers = this.d.topology.retryQueues;
     try {
       if (it.attempt < tiers.length) {
@@ -359,28 +360,37 @@ export class PurchaseWorker extends EventEmitter {
         contentType: msg.properties.contentType ?? 'application/octet-stream',
         headers: { ...msg.properties.headers, [REASON_HEADER]: reason },
       });
-      safe(() => ch.ack(msg));
+      settle(ch, msg, 'ack');
       this.d.logger.warn({ requestId, reason }, 'dead-lettered');
       this.emit('dead-lettered', requestId, reason);
     } catch (err) {
       this.d.logger.warn({ err: (err as Error).message }, 'cannot dead-letter; requeueing');
-      safe(() => ch.nack(msg, false, true));
+      settle(ch, msg, 'requeue');
     }
   }
 
   private ack(it: Item): void {
-    safe(() => it.ch.ack(it.msg));
+    settle(it.ch, it.msg, 'ack');
   }
 
   private nack(it: Item): void {
-    safe(() => it.ch.nack(it.msg, false, true));
+    settle(it.ch, it.msg, 'requeue');
   }
 }
 
-/** Acks on a closed channel throw; the broker redelivers those messages, which processing absorbs. */
-function safe(fn: () => void): void {
+const settledMessages = new WeakSet<ConsumeMessage>();
+
+/**
+ * Acks or requeues a delivery once: a second ack of one delivery tag is a channel error that would close the
+ * channel (and requeue everything on it). An ack on a closed channel throws; the broker redelivers those messages,
+ * which processing absorbs.
+ */
+function settle(ch: Channel, msg: ConsumeMessage, how: 'ack' | 'requeue'): void {
+  if (settledMessages.has(msg)) return;
+  settledMessages.add(msg);
   try {
-    fn();
+    if (how === 'ack') ch.ack(msg);
+    else ch.nack(msg, false, true);
   } catch {
     /* channel closed: the message will be redelivered */
   }
