@@ -2,22 +2,11 @@
  * What the API needs from the outside world, passed to `createApp` so tests can build an app on their own
  * prefixes and connections.
  */
-import type { Redis } from 'ioredis';
-import type { Logger } from 'pino';
-import type { Broker } from '../core/amqp/broker.ts';
-import type { Topology } from '../core/amqp/topology.ts';
-import type { Config } from '../core/config.ts';
-import type { Db } from '../core/db/client.ts';
+import type { CoreDeps } from '../core/deps.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
 import type { SoldOutCache } from './sold-out-cache.ts';
 
-export interface ApiDeps {
-  config: Config;
-  logger: Logger;
-  db: Db;
-  redis: Redis;
-  broker: Broker;
-  topology: Topology;
+export interface ApiDeps extends CoreDeps {
   events: PurchaseEvents;
   soldOut: SoldOutCache;
 }

@@ -13,12 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Channel, ConsumeMessage } from 'amqplib';
-import type { Redis } from 'ioredis';
-import type { Logger } from 'pino';
-import type { Broker } from '../core/amqp/broker.ts';
-import type { Topology } from '../core/amqp/topology.ts';
-import type { Config } from '../core/config.ts';
-import type { Db } from '../core/db/client.ts';
+import type { CoreDeps } from '../core/deps.ts';
 import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type Reservation, type ReservationMessage } from '../core/messages.ts';
 import { expireReservation, type ExpireResult } from '../core/orders.ts';
 import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
@@ -27,14 +22,7 @@ import { Decision, decide, putState, release, withdraw, type DecideResult } from
 import { loadSale } from '../core/sales.ts';
 import { persistDecisions, type DecidedPurchase, type FinalStatus } from './persist.ts';
 
-export interface WorkerDeps {
-  config: Config;
-  logger: Logger;
-  db: Db;
-  redis: Redis;
-  broker: Broker;
-  topology: Topology;
-}
+export type WorkerDeps = CoreDeps;
 
 interface Item {
   ch: Channel;
