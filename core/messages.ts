@@ -34,12 +34,18 @@ export const reservationSchema = z.object({
 });
 export type Reservation = z.infer<typeof reservationSchema>;
 
-/** The reservations one worker batch created: they share one payment deadline, so one delayed message serves all. */
-export const reservationMessageSchema = z.object({
-  v: z.literal(1),
-  reservations: z.array(reservationSchema).min(1).max(100_000),
-});
-export type ReservationMessage = z.infer<typeof reservationMessageSchema>;
+/**
+ * The reservations one worker batch created (v2): they share one payment deadline, so one delayed message serves
+ * all. v1 carried one reservation; messages of that shape may still wait in the delayed queue after an upgrade, so
+ * they are read as a list of one.
+ */
+export const reservationMessageSchema = z
+  .discriminatedUnion('v', [
+    z.object({ v: z.literal(2), reservations: z.array(reservationSchema).min(1).max(100_000) }),
+    reservationSchema.extend({ v: z.literal(1) }),
+  ])
+  .transform((m) => (m.v === 2 ? m : { v: 2 as const, reservations: [reservationSchema.parse(m)] }));
+export type ReservationMessage = z.output<typeof reservationMessageSchema>;
 
 /** AMQP header carrying how many times a purchase was retried after a transient failure, count. */
 export const ATTEMPT_HEADER = 'x-attempt';

@@ -80,6 +80,17 @@ describe('an unpaid reservation', () => {
     await expectInvariant(quick, saleId);
   });
 
+  it('when an expiry message of the previous format (v1, one reservation) arrives, then it is honoured', async () => {
+    const saleId = await slow.createSale({ stock: 1 });
+    const a = await purchase(slow, saleId);
+    const expired = slow.workerEvent('expired', (id: string) => id === a.final.orderId);
+    const t = slow.api.deps.topology;
+    const v1 = { v: 1, orderId: a.final.orderId, requestId: a.requestId, saleId, userId: a.userId, quantity: 1 };
+    await slow.api.deps.broker.publish(t.reservationExchange, t.reservationRoutingKey, Buffer.from(JSON.stringify(v1)), { messageId: randomUUID() });
+    expect((await expired)[1]).toBe('expired');
+    expect(await slow.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 0 });
+  });
+
   it('when someone else asks for the order, then 404', async () => {
     const saleId = await slow.createSale({ stock: 1 });
     const a = await purchase(slow, saleId);

@@ -279,7 +279,7 @@ export class PurchaseWorker extends EventEmitter {
   }
 
   private scheduleExpiry(reservations: Reservation[]): Promise<void> {
-    const body: ReservationMessage = { v: 1, reservations };
+    const body: ReservationMessage = { v: 2, reservations };
     return this.d.broker.sendToQueue(this.d.topology.reservationDelayQueue, Buffer.from(JSON.stringify(body)), {
       messageId: randomUUID(),
       contentType: 'application/json',
