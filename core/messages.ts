@@ -51,3 +51,8 @@ export type ReservationMessage = z.output<typeof reservationMessageSchema>;
 export const ATTEMPT_HEADER = 'x-attempt';
 /** AMQP header carrying why a message was dead-lettered by the worker. */
 export const REASON_HEADER = 'x-failure-reason';
+/**
+ * AMQP header marking a purchase the worker failed for good (the shopper was told `failed` and its units went back
+ * to stock). It stays on the message through a dead-letter replay, which then only records the failure.
+ */
+export const FINAL_STATUS_HEADER = 'x-final-status';

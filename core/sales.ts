@@ -56,18 +56,23 @@ export function listSales(db: Db, limit = 100): Promise<SaleRecord[]> {
 }
 
 /**
- * Reads the remaining units of sales from Redis, rebuilding any that Redis lost.
+ * Reads the remaining units of sales: from Redis, or, for a sale Redis does not hold, from PostgreSQL (stock minus
+ * the units of active orders). Reading never rebuilds a sale: that is the purchase path's and the worker's job,
+ * and a listing of a hundred sales must not start a hundred rebuilds.
  * @returns saleId -> remaining units.
  */
 export async function remainingOf(db: Db, redis: Redis, prefix: string, ids: string[]): Promise<Map<string, number>> {
-  const read = () => Promise.all(ids.map((id) => redis.hget(saleKeys(prefix, id).sale, 'remaining')));
-  let values = await read();
-  const missing = ids.filter((_, i) => values[i] === null);
-  if (missing.length) {
-    await Promise.all(missing.map((id) => loadSale(db, redis, prefix, id)));
-    values = await read();
+  const hot = await Promise.all(ids.map((id) => redis.hget(saleKeys(prefix, id).sale, 'remaining')));
+  const remaining = new Map(ids.flatMap((id, i) => (hot[i] === null ? [] : [[id, Number(hot[i])] as [string, number]])));
+  const cold = ids.filter((id) => !remaining.has(id));
+  if (cold.length) {
+    const rows = await db.$queryRaw<{ id: string; remaining: number }[]>`
+      SELECT s.id, s.stock - coalesce(sum(o.quantity) FILTER (WHERE o.status <> 'expired'), 0)::int AS remaining
+      FROM sales s LEFT JOIN orders o ON o.sale_id = s.id
+      WHERE s.id = ANY(${cold}::uuid[]) GROUP BY s.id`;
+    for (const r of rows) remaining.set(r.id, r.remaining);
   }
-  return new Map(ids.map((id, i) => [id, Number(values[i] ?? 0)]));
+  return remaining;
 }
 
 /** The public view of a sale at `now`. */

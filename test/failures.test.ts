@@ -92,6 +92,9 @@ describe('PostgreSQL outage', () => {
     }
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 3, ordersInDatabase: 0, inflightRequests: 0 });
 
+    // Redis forgets the sale (a restart), so only the message itself can say the purchase failed.
+    const keys = saleKeys(sys.config.REDIS_KEY_PREFIX, saleId);
+    await sys.redis.del(keys.sale, keys.held, keys.last, keys.inflight, keys.requests, keys.decided);
     const replayedDecision = sys.workerEvent('decided', (s: { requestId: string }) => s.requestId === requestId);
     const replay = await sys.http.post('/api/admin/dlq/replay').set(admin).send({});
     expect(replay.body.replayed).toBeGreaterThanOrEqual(1);

@@ -64,6 +64,25 @@ describe('a worker dies mid-purchase', () => {
   });
 });
 
+describe('the same purchase delivered twice', () => {
+  it('when two copies of one message arrive together, then one order is made and both are settled', async () => {
+    const saleId = await sys.createSale({ stock: 2 });
+    const res = await buy(saleId, `twice-${randomUUID()}`);
+    const msg = await ch.get(sys.api.deps.topology.purchaseQueue, { noAck: false });
+    if (!msg) throw new Error('expected the purchase message');
+    const t = sys.api.deps.topology;
+    for (let i = 0; i < 2; i++) {
+      await sys.api.deps.broker.publish(t.purchaseExchange, t.purchaseRoutingKey, msg.content, { messageId: res.body.requestId });
+    }
+    ch.ack(msg);
+    await sys.startWorker();
+    expect((await sys.waitForFinal(res.body.requestId)).status).toBe('succeeded');
+    await sys.worker!.stop(); // waits for the batch: both copies settled
+    expect((await ch.checkQueue(t.purchaseQueue)).messageCount).toBe(0);
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 1, inflightRequests: 0 });
+  });
+});
+
 describe('an API dies between admission and publish', () => {
   it('when an admission is never published, then the sweeper publishes it and the request reaches a final state', async () => {
     const saleId = await sys.createSale({ stock: 2, startsAt: new Date(Date.now() - 60_000).toISOString() });

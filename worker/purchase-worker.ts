@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { CoreDeps } from '../core/deps.ts';
-import { ATTEMPT_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type Reservation, type ReservationMessage } from '../core/messages.ts';
+import { ATTEMPT_HEADER, FINAL_STATUS_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type Reservation, type ReservationMessage } from '../core/messages.ts';
 import { expireReservation, type ExpireResult } from '../core/orders.ts';
 import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
 import { saleKeys } from '../core/redis/keys.ts';
@@ -150,9 +150,12 @@ export class PurchaseWorker extends EventEmitter {
       if (typeof parsed === 'string') await this.deadLetter(ch, msg, null, `poison message: ${parsed}`);
       else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
     }
+    const failedBefore = items.filter((it) => it.msg.properties.headers?.[FINAL_STATUS_HEADER] === 'failed');
+    const toDecide = items.filter((it) => !failedBefore.includes(it));
     if (items.length === 0) return;
     try {
-      await this.decideAndPersist(items);
+      for (const it of failedBefore) await this.recordFailure(it);
+      if (toDecide.length) await this.decideAndPersist(toDecide);
     } catch (err) {
       this.d.logger.warn({ err: (err as Error).message, size: items.length }, 'transient failure; retrying the batch later');
       await Promise.all(items.map((it) => this.retryOrFail(it, (err as Error).message)));
@@ -193,8 +196,19 @@ export class PurchaseWorker extends EventEmitter {
       toPersist.push({ it, r, p: { requestId, saleId, userId, quantity, status, epoch: r.epoch, ...(reason ? { reason } : {}) } });
     }
     if (toPersist.length === 0) return [];
+    // The same request twice in one batch (a redelivery, or the sweeper's re-publish): write it once, settle both.
+    const twins = new Map<string, Item[]>();
+    const seen = new Set<string>();
+    const unique = toPersist.filter(({ it, p }) => {
+      if (!seen.has(p.requestId)) {
+        seen.add(p.requestId);
+        return true;
+      }
+      twins.set(p.requestId, [...(twins.get(p.requestId) ?? []), it]);
+      return false;
+    });
 
-    const { decisions, stale } = await persistDecisions(db, toPersist.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
+    const { decisions, stale } = await persistDecisions(db, unique.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
     const staleIds = new Set(stale);
 
     // The batch's reservations get their expiry message before the results are visible; re-sent on redelivery (the
@@ -202,7 +216,7 @@ export class PurchaseWorker extends EventEmitter {
     const now = new Date().toISOString();
     const done: { it: Item; state: PurchaseState }[] = [];
     const reservations: Reservation[] = [];
-    for (const { it, r } of toPersist) {
+    for (const { it, r } of unique) {
       const pg = decisions.get(it.m.requestId);
       if (!pg) continue; // stale
       if (!pg.fresh && !r.replayed && r.decision === Decision.Succeeded && pg.status !== 'succeeded') {
@@ -243,9 +257,10 @@ export class PurchaseWorker extends EventEmitter {
 
     for (const { it, state } of done) {
       this.ack(it);
+      for (const twin of twins.get(it.m.requestId) ?? []) this.ack(twin);
       this.emit('decided', state);
     }
-    return toPersist.filter((x) => staleIds.has(x.it.m.requestId)).map((x) => x.it);
+    return unique.filter((x) => staleIds.has(x.it.m.requestId)).flatMap((x) => [x.it, ...(twins.get(x.it.m.requestId) ?? [])]);
   }
 
   /** Runs one decide call per sale (all of the sale's items at once); loads sales Redis lost and decides again. */
@@ -295,7 +310,7 @@ export class PurchaseWorker extends EventEmitter {
         await this.d.broker.sendToQueue(tier.name, it.msg.content, {
           messageId: it.m.requestId,
           contentType: 'application/json',
-          headers: { [ATTEMPT_HEADER]: it.attempt + 1, [REASON_HEADER]: reason },
+          headers: { ...it.msg.properties.headers, [ATTEMPT_HEADER]: it.attempt + 1, [REASON_HEADER]: reason },
         });
         this.ack(it);
         this.emit('retried', it.m.requestId, it.attempt + 1);
@@ -331,8 +346,30 @@ export class PurchaseWorker extends EventEmitter {
       .create({ data: { requestId: state.requestId, saleId: state.saleId, userId: state.userId, quantity: it.m.quantity, status: 'failed', reason: state.reason! } })
       .catch((err: Error) => logger.warn({ err: err.message, requestId: state.requestId }, 'failed decision not recorded in PostgreSQL'));
     await writeState(redis, prefix, state);
-    await this.deadLetter(it.ch, it.msg, it.m.requestId, reason);
+    await this.deadLetter(it.ch, it.msg, it.m.requestId, reason, this.d.topology.purchaseDeadQueue, { [FINAL_STATUS_HEADER]: 'failed' });
     this.emit('decided', state);
+  }
+
+  /**
+   * A purchase failed for good earlier comes back (a dead-letter replay): record the failure in PostgreSQL, which
+   * may have been down then, and never decide it again (the shopper was told it failed). Should PostgreSQL hold an
+   * order for it after all (its commit went through while the worker saw an error), that order was never shown to
+   * the shopper: it expires now.
+   */
+  private async recordFailure(it: Item): Promise<void> {
+    const { db, redis, config } = this.d;
+    const reason = 'We could not process your purchase in time; nothing was charged or reserved. Please try again.';
+    const { requestId, saleId, userId, quantity } = it.m;
+    await db.purchase.createMany({ data: [{ requestId, saleId, userId, quantity, status: 'failed', reason }], skipDuplicates: true });
+    const order = await db.order.findUnique({ where: { requestId }, select: { id: true, status: true } });
+    if (order?.status === 'pending_payment') {
+      await expireReservation(db, redis, config.REDIS_KEY_PREFIX, { orderId: order.id, requestId, saleId, userId, quantity });
+      await db.purchase.update({ where: { requestId }, data: { status: 'failed', reason } });
+      this.d.logger.warn({ requestId, orderId: order.id }, 'an order committed for a purchase failed for good; expired it');
+    }
+    await redis.hsetnx(saleKeys(config.REDIS_KEY_PREFIX, saleId).decided, requestId, Decision.Failed);
+    this.ack(it);
+    this.emit('decided', { requestId, saleId, userId, status: 'failed', reason, updatedAt: new Date().toISOString(), version: FINAL_VERSION });
   }
 
   private async deadLetter(
@@ -341,12 +378,13 @@ export class PurchaseWorker extends EventEmitter {
     requestId: string | null,
     reason: string,
     queue = this.d.topology.purchaseDeadQueue,
+    extraHeaders: Record<string, string> = {},
   ): Promise<void> {
     try {
       await this.d.broker.sendToQueue(queue, msg.content, {
         messageId: requestId ?? `poison:${msg.fields.deliveryTag}:${Date.now()}`,
         contentType: msg.properties.contentType ?? 'application/octet-stream',
-        headers: { ...msg.properties.headers, [REASON_HEADER]: reason },
+        headers: { ...msg.properties.headers, ...extraHeaders, [REASON_HEADER]: reason },
       });
       settle(ch, msg, 'ack');
       this.d.logger.warn({ requestId, reason }, 'dead-lettered');

@@ -6,7 +6,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { peekDeadLetters, replayDeadLetters } from '../../core/amqp/dead-letters.ts';
 import { saleKeys } from '../../core/redis/keys.ts';
-import { createSale, findSale, loadSale, saleView } from '../../core/sales.ts';
+import { createSale, findSale, remainingOf, saleView } from '../../core/sales.ts';
 import { requireAdmin } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
@@ -56,9 +56,9 @@ export function adminRoutes(d: ApiDeps): Router {
     const saleId = req.params.saleId;
     const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
     if (!sale) throw problems.saleNotFound(saleId);
-    await loadSale(d.db, d.redis, prefix, saleId);
-    const [hot, inflight, orders, decisions] = await Promise.all([
-      d.redis.hmget(saleKeys(prefix, saleId).sale, 'remaining', 'pending'),
+    const [remaining, pending, inflight, orders, decisions] = await Promise.all([
+      remainingOf(d.db, d.redis, prefix, [saleId]),
+      d.redis.hget(saleKeys(prefix, saleId).sale, 'pending'),
       d.redis.zcard(saleKeys(prefix, saleId).inflight),
       d.db.order.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true }, _sum: { quantity: true } }),
       d.db.purchase.groupBy({ by: ['status'], where: { saleId }, _count: { _all: true } }),
@@ -68,8 +68,8 @@ export function adminRoutes(d: ApiDeps): Router {
     res.set('Cache-Control', 'no-store').json({
       saleId,
       stock: sale.stock,
-      remaining: Number(hot[0] ?? 0),
-      pendingUnits: Number(hot[1] ?? 0),
+      remaining: remaining.get(saleId) ?? sale.stock,
+      pendingUnits: Number(pending ?? 0),
       inflightRequests: inflight,
       ordersInDatabase: active.reduce((n, a) => n + a.orders, 0),
       unitsInDatabase: active.reduce((n, a) => n + a.units, 0),
