@@ -1,7 +1,8 @@
 /**
  * The purchase worker: consumes admitted purchases with manual acks and a prefetch, and decides them in batches.
- * A batch is one Redis pipeline of decide scripts, one PostgreSQL transaction, one pipeline of result writes, then
- * the acks: a message is acknowledged only after its decision is in PostgreSQL and its result is in Redis, so a
+ * A batch is one decide script call per sale, one PostgreSQL statement (fenced by the sale's epoch, see persist.ts),
+ * one expiry message, one pipeline of result writes, then the acks: a message is acknowledged only after its
+ * decision is in PostgreSQL and its result is in Redis, so a
  * crash at any point means a redelivery, which every step absorbs (the script and the writes are idempotent per
  * request id). Delivery is at-least-once; the effect is exactly-once.
  *
@@ -53,9 +54,13 @@ const MAX_CONCURRENT_BATCHES = 4;
  */
 export class PurchaseWorker extends EventEmitter {
   private buffer: { ch: Channel; msg: ConsumeMessage }[] = [];
+  /** Purchase batches in flight, count. */
   private running = 0;
+  /** Expiry messages in flight, count. */
+  private expiring = 0;
   private scheduled = false;
   private channel: Channel | undefined;
+  private consumerTags: string[] = [];
   private stopping = false;
   private idle: (() => void)[] = [];
 
@@ -72,24 +77,37 @@ export class PurchaseWorker extends EventEmitter {
       if (this.channel === ch) this.channel = undefined;
       if (!this.stopping) this.start().catch((err: Error) => this.d.logger.error({ err: err.message }, 'cannot reopen the consumer'));
     });
-    await ch.consume(this.d.topology.purchaseQueue, (msg) => msg && this.receive(ch, msg), { noAck: false });
-    await ch.consume(this.d.topology.reservationExpiryQueue, (msg) => msg && void this.expire(ch, msg), { noAck: false });
+    const purchases = await ch.consume(this.d.topology.purchaseQueue, (msg) => msg && this.receive(ch, msg), { noAck: false });
+    const expiries = await ch.consume(this.d.topology.reservationExpiryQueue, (msg) => msg && void this.expire(ch, msg), { noAck: false });
+    this.consumerTags = [purchases.consumerTag, expiries.consumerTag];
     this.channel = ch;
   }
 
-  /** Stops consuming, waits for batches in flight, and closes the channel (unacked messages are redelivered). */
+  /**
+   * Stops consuming, finishes what was delivered, and closes the channel (anything still unacked is redelivered to
+   * another worker).
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     const ch = this.channel;
     this.channel = undefined;
-    await new Promise<void>((resolve) => (this.running === 0 && this.buffer.length === 0 ? resolve() : this.idle.push(resolve)));
+    for (const tag of this.consumerTags) await ch?.cancel(tag).catch(() => undefined);
+    await new Promise<void>((resolve) => (this.isIdle() ? resolve() : this.idle.push(resolve)));
     await ch?.close().catch(() => undefined);
+  }
+
+  private isIdle(): boolean {
+    return this.running === 0 && this.expiring === 0 && this.buffer.length === 0;
+  }
+
+  private wakeIdle(): void {
+    if (this.isIdle()) for (const resolve of this.idle.splice(0)) resolve();
   }
 
   /** Expires one reservation (see core/orders.ts); transient failures go through the reservation retry tiers. */
   private async expire(ch: Channel, msg: ConsumeMessage): Promise<void> {
     const t = this.d.topology;
-    this.running++;
+    this.expiring++;
     try {
       const parsed = parseWith(reservationMessageSchema, msg);
       if (typeof parsed === 'string') return await this.deadLetter(ch, msg, null, `poison message: ${parsed}`, t.reservationDeadQueue);
@@ -109,8 +127,8 @@ export class PurchaseWorker extends EventEmitter {
           .then(() => settle(ch, msg, 'ack'), () => settle(ch, msg, 'requeue'));
       }
     } finally {
-      this.running--;
-      if (this.running === 0 && this.buffer.length === 0) for (const resolve of this.idle.splice(0)) resolve();
+      this.expiring--;
+      this.wakeIdle();
     }
   }
 
@@ -138,7 +156,7 @@ export class PurchaseWorker extends EventEmitter {
           this.running--;
           this.emit('batch', { size: batch.length, ms: performance.now() - started });
           if (this.buffer.length > 0) this.flush();
-          else if (this.running === 0) for (const resolve of this.idle.splice(0)) resolve();
+          else this.wakeIdle();
         });
     }
   }
