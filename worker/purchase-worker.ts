@@ -239,7 +239,8 @@ export class PurchaseWorker extends EventEmitter {
       if (!pg) continue; // stale
       if (!pg.fresh && !r.replayed && r.decision === Decision.Succeeded && pg.status !== 'succeeded') {
         // Redis took units for a request PostgreSQL had already decided otherwise: give them back.
-        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as: pg.status === 'failed' ? Decision.Failed : Decision.SoldOut });
+        const as = pg.status === 'failed' ? Decision.Failed : pg.status === 'rejected' ? Decision.OverLimit : Decision.SoldOut;
+        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as });
         this.d.logger.error({ requestId: it.m.requestId, pg: pg.status }, 'Redis decided a request PostgreSQL had decided');
       }
       done.push({
