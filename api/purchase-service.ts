@@ -58,8 +58,9 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
       case AdmitCode.IdempotencyKeyReused:
         throw new AppError('idempotency-key-reused', 422, 'This Idempotency-Key was used with another request body.');
       case AdmitCode.SaleNotLoaded: {
-        const loaded = attempt === 0 ? await loadSale(d.db, redis, prefix, saleId) : 'missing';
-        if (loaded === 'missing') {
+        // Gone again right after loading it: Redis is being flushed or restarted under us.
+        if (attempt > 0) throw problems.unavailable('The sale is being reloaded; retry shortly.');
+        if ((await loadSale(d.db, redis, prefix, saleId)) === 'missing') {
           if (unknownSales.size > 10_000) unknownSales.clear();
           unknownSales.set(saleId, Date.now() + UNKNOWN_SALE_TTL_MS);
           throw problems.saleNotFound(saleId);
