@@ -42,17 +42,39 @@ export async function createSale(
   input: { name: string; stock: number; perUserLimit: number; startsAt: Date; endsAt: Date | null },
 ): Promise<SaleRecord> {
   const sale = await db.sale.create({ data: { id: randomUUID(), ...input }, select: saleSelect });
+  listed = undefined; // this process lists the new sale at once; others within LIST_TTL_MS
   await loadSale(db, redis, prefix, sale.id);
   return sale;
 }
 
-export function findSale(db: Db, id: string): Promise<SaleRecord | null> {
-  return db.sale.findUnique({ where: { id }, select: saleSelect });
+/** Sales never change once created (stock is counted in Redis and orders), so a process keeps what it read. */
+const knownSales = new Map<string, SaleRecord>();
+const KNOWN_SALES_MAX = 10_000;
+/** How long the sale list is served from memory, ms: every visitor of the demo page reads it. */
+const LIST_TTL_MS = 1000;
+let listed: { at: number; limit: number; sales: Promise<SaleRecord[]> } | undefined;
+
+/** Reads a sale, from this process's memory once it has been read. @returns null when there is no such sale. */
+export async function findSale(db: Db, id: string): Promise<SaleRecord | null> {
+  const known = knownSales.get(id);
+  if (known) return known;
+  const sale = await db.sale.findUnique({ where: { id }, select: saleSelect });
+  if (sale) {
+    if (knownSales.size >= KNOWN_SALES_MAX) knownSales.clear();
+    knownSales.set(id, sale);
+  }
+  return sale;
 }
 
-/** Every sale, newest first, at most `limit`. */
+/** Every sale, newest first, at most `limit`; read from PostgreSQL at most once a second per process. */
 export function listSales(db: Db, limit = 100): Promise<SaleRecord[]> {
-  return db.sale.findMany({ select: saleSelect, orderBy: { createdAt: 'desc' }, take: limit });
+  const now = Date.now();
+  if (!listed || listed.limit !== limit || now - listed.at >= LIST_TTL_MS) {
+    const sales = db.sale.findMany({ select: saleSelect, orderBy: { createdAt: 'desc' }, take: limit });
+    listed = { at: now, limit, sales };
+    sales.catch(() => (listed = undefined));
+  }
+  return listed.sales;
 }
 
 /**

@@ -240,6 +240,18 @@ describe('GET /api/purchases/:requestId/events (SSE)', () => {
   });
 });
 
+describe('GET /api/sales', () => {
+  it('when a sale was just created, then it is listed at once, with its live remaining stock and state', async () => {
+    await sys.http.get('/api/sales'); // a list read before the sale exists must not hide it
+    const saleId = await sys.createSale({ stock: 4, name: 'Listed at once' });
+    const list = await sys.http.get('/api/sales');
+    expect(list.body.sales.find((s: { id: string }) => s.id === saleId)).toMatchObject({ name: 'Listed at once', stock: 4, remaining: 4, state: 'live' });
+    const { body } = await buy(saleId, `lister-${randomUUID()}`);
+    await sys.waitForFinal(body.requestId);
+    expect((await sys.http.get(`/api/sales/${saleId}`)).body).toMatchObject({ remaining: 3, state: 'live' });
+  });
+});
+
 describe('ops', () => {
   it('answers /healthz and /readyz with every dependency up', async () => {
     expect((await sys.http.get('/healthz')).status).toBe(200);
