@@ -4,6 +4,7 @@
  * Nothing accepted is lost, nothing is sold twice.
  */
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
 import type { Channel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { purchaseMessageSchema } from '../core/messages.ts';
@@ -60,6 +61,38 @@ describe('a worker dies mid-purchase', () => {
     expect(finals.map((f) => f.status)).toEqual(['succeeded', 'succeeded']);
     const stats = await sys.stats(saleId);
     expect(stats).toMatchObject({ remaining: 3, ordersInDatabase: 2, unitsInDatabase: 2, inflightRequests: 0, pendingUnits: 0 });
+    await sys.worker!.stop();
+  });
+});
+
+describe('following a purchase over SSE', () => {
+  it('when connected while queued, then it gets the queued state, then the result, then the stream closes', async () => {
+    const saleId = await sys.createSale({ stock: 1 });
+    const userId = `follower-${randomUUID()}`;
+    const { body } = await buy(saleId, userId);
+    const token = await sys.token(userId);
+    let text = '';
+    let startedWorker: Promise<unknown> | undefined;
+    await new Promise<void>((resolve, reject) => {
+      http
+        .get(`${sys.url}${body.eventsUrl}`, { headers: { authorization: `Bearer ${token}` } }, (res) => {
+          expect(res.headers['content-type']).toMatch(/^text\/event-stream/);
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            text += chunk;
+            // The result can only come after we saw the queued state: the worker starts now.
+            if (!startedWorker && text.includes('"status":"queued"')) startedWorker = sys.startWorker();
+          });
+          res.on('end', resolve);
+        })
+        .on('error', reject);
+    });
+    await startedWorker;
+    const events = [...text.matchAll(/^id: (\d+)\ndata: (.*)$/gm)].map((m) => [Number(m[1]), JSON.parse(m[2]!).status]);
+    expect(events).toEqual([
+      [1, 'queued'],
+      [2, 'succeeded'],
+    ]);
     await sys.worker!.stop();
   });
 });

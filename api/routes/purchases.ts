@@ -87,12 +87,15 @@ function lastEventId(value: unknown): number {
 /**
  * Streams a purchase's states as `event: status` (id = version): the current state first, then each change,
  * closing after a final state. Subscribes before reading, so a result written before the connection is never
- * missed; versions at or below Last-Event-ID are not sent again. Source of the protocol:
- * https://html.spec.whatwg.org/multipage/server-sent-events.html
+ * missed; versions at or below Last-Event-ID are not sent again. Changes that arrive before the stream is open
+ * (its owner not yet checked, its headers not yet sent) are held back and the newest is sent first. Source of the
+ * protocol: https://html.spec.whatwg.org/multipage/server-sent-events.html
  */
 async function streamPurchase(d: ApiDeps, requestId: string, userId: string, after: number, res: Response): Promise<void> {
   let sent = after;
+  let open = false;
   let closed = false;
+  let early: PurchaseState | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
   const close = () => {
@@ -103,6 +106,10 @@ async function streamPurchase(d: ApiDeps, requestId: string, userId: string, aft
     res.end();
   };
   const send = (s: PurchaseState) => {
+    if (!open) {
+      if (!early || s.version > early.version) early = s;
+      return;
+    }
     if (closed || s.version <= sent) return;
     sent = s.version;
     res.write(`event: status\nid: ${s.version}\ndata: ${JSON.stringify(toView(s))}\n\n`);
@@ -111,15 +118,19 @@ async function streamPurchase(d: ApiDeps, requestId: string, userId: string, aft
   const refresh = () => {
     getPurchase(d, requestId, userId).then(send, () => undefined);
   };
+  res.on('close', close); // the client may leave while we subscribe and read
 
   unsubscribe = await d.events.subscribe(requestId, (s) => (s === 'resync' ? refresh() : s.requestId === requestId && send(s)));
+  if (closed) return unsubscribe();
   let state: PurchaseState;
   try {
     state = await getPurchase(d, requestId, userId);
   } catch (err) {
+    closed = true;
     unsubscribe();
     throw err;
   }
+  if (closed) return;
   res.status(200).set({
     'Content-Type': 'text/event-stream; charset=utf-8',
     'Cache-Control': 'no-cache, no-transform',
@@ -127,8 +138,9 @@ async function streamPurchase(d: ApiDeps, requestId: string, userId: string, aft
     'X-Accel-Buffering': 'no',
   });
   res.flushHeaders();
-  res.on('close', close);
+  open = true;
   heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
-  if (state.version <= sent && isFinal(state.status)) return close();
-  send(state);
+  const first = early && early.version > state.version ? early : state;
+  if (first.version <= sent && isFinal(first.status)) return close();
+  send(first);
 }
