@@ -4,7 +4,7 @@
  * test cuts), and replaying the dead-letter queue.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { saleKeys } from '../core/redis/keys.ts';
 import { startSystem, ADMIN_TOKEN, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
@@ -22,6 +22,7 @@ afterAll(async () => {
   await sys?.stop();
   await proxy?.close();
 });
+afterEach(() => sys.assertInvariants());
 
 async function buy(saleId: string, userId = `u-${randomUUID()}`) {
   const res = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${await sys.token(userId)}`).send({});

@@ -4,7 +4,7 @@
  * concurrency, and the HTTP contract around them.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSystem, type TestSystem } from './support/system.ts';
 
 let sys: TestSystem;
@@ -12,6 +12,7 @@ beforeAll(async () => {
   sys = await startSystem();
 });
 afterAll(() => sys?.stop());
+afterEach(() => sys.assertInvariants());
 
 async function buy(saleId: string, userId: string, body: object = {}, headers: Record<string, string> = {}) {
   return sys.http

@@ -4,7 +4,7 @@
  * every time. After every test the sale's invariant holds: remaining + units in active orders == stock.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { expireReservation } from '../core/orders.ts';
 import { saleKeys } from '../core/redis/keys.ts';
 import { startSystem, type TestSystem } from './support/system.ts';
@@ -17,6 +17,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([quick?.stop(), slow?.stop()]);
 });
+afterEach(() => Promise.all([quick.assertInvariants(), slow.assertInvariants()]).then(() => undefined));
 
 async function purchase(sys: TestSystem, saleId: string, userId = `u-${randomUUID()}`) {
   const token = await sys.token(userId);

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Channel } from 'amqplib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { purchaseMessageSchema } from '../core/messages.ts';
 import { QUEUED_VERSION, writeState } from '../core/purchase-state.ts';
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
@@ -26,6 +26,7 @@ afterAll(async () => {
   await ch?.close().catch(() => undefined);
   await sys?.stop();
 });
+afterEach(() => sys.assertInvariants());
 
 async function buy(saleId: string, userId: string, headers: Record<string, string> = {}) {
   return sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${await sys.token(userId)}`).set(headers).send({});

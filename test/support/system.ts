@@ -32,6 +32,11 @@ export interface TestSystem {
   /** Resolves with the final state of a request (subscribes first, then reads: never misses the result). */
   waitForFinal(requestId: string): Promise<PurchaseState>;
   stats(saleId: string): Promise<Record<string, any>>;
+  /**
+   * Asserts the sale invariant, remaining + units in active orders == stock, for every sale created since the
+   * last call (run it after each test).
+   */
+  assertInvariants(): Promise<void>;
   /** Starts a worker; `env` overrides its configuration (e.g. a DATABASE_URL through a TCP proxy). */
   startWorker(env?: Record<string, string>): Promise<RunningWorker>;
   /** Resolves when the worker emits `event` with arguments for which `match` holds (listens from this call on). */
@@ -71,6 +76,7 @@ export async function startSystem(
   const http = request(url);
   const redis = api.deps.redis;
 
+  const created: string[] = [];
   const sys: TestSystem = {
     config,
     api,
@@ -86,7 +92,16 @@ export async function startSystem(
         .set('Authorization', `Bearer ${ADMIN_TOKEN}`)
         .send({ name: 'Test sale', stock: 10, ...body });
       if (res.status !== 201) throw new Error(`createSale: ${res.status} ${JSON.stringify(res.body)}`);
+      created.push(res.body.id);
       return res.body.id as string;
+    },
+    async assertInvariants() {
+      for (const saleId of created.splice(0)) {
+        const s = await sys.stats(saleId);
+        if (s.remaining + s.unitsInDatabase !== s.stock || s.unitsInDatabase > s.stock) {
+          throw new Error(`sale ${saleId} broke its invariant: ${JSON.stringify(s)}`);
+        }
+      }
     },
     async token(userId) {
       return (await mintToken(config.JWT_SECRET, userId, 3600)).token;
