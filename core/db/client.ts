@@ -5,7 +5,6 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from './generated/client.ts';
 
 export type Db = InstanceType<typeof PrismaClient>;
-export { Prisma } from './generated/client.ts';
 
 /**
  * Creates a Prisma client on a pg pool.
