@@ -36,7 +36,7 @@ const schema = z
     DELIVERY_LIMIT: int(1).default(10),
     /** Unacknowledged deliveries a worker holds, count. */
     WORKER_PREFETCH: int(1).max(65535).default(2000),
-    /** Most purchases a worker decides in one batch (one Redis pipeline, one PostgreSQL transaction), count. */
+    /** Most purchases a worker decides in one batch (one script call per sale, one PostgreSQL statement), count. */
     WORKER_BATCH_SIZE: int(1).default(500),
     /** An admitted request neither decided nor released after this long is re-published by the sweeper, ms. */
     STALE_ADMISSION_MS: int(1000).default(120_000),
