@@ -112,28 +112,21 @@ export function answering(handler: RequestHandler): RequestHandler {
   };
 }
 
-const SOLD_OUT_HEAD = `{"type":"/problems/sold-out","title":${JSON.stringify(TITLES['sold-out'])},"status":409,"detail":${JSON.stringify(soldOutProblem().message)},"instance":`;
-
-/**
- * Sends the sold-out problem (the same body as `sendProblem(res, soldOutProblem(), instance)`) straight to Node's
- * response, skipping Express's send machinery: after a sell-out it is most of what the API answers.
- */
-export function sendSoldOut(res: Response, instance: string): void {
-  const body = `${SOLD_OUT_HEAD}${JSON.stringify(instance)}}`;
-  res.writeHead(409, { 'Content-Type': 'application/problem+json; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
-  res.end(body);
-}
-
-/** Sends a problem response. */
-export function sendProblem(res: Response, e: AppError, instance?: string): void {
-  res.status(e.status).set(e.headers).type('application/problem+json').json({
+/** The RFC 9457 body of a problem. */
+function problemBody(e: AppError, instance?: string): Record<string, unknown> {
+  return {
     type: `/problems/${e.slug}`,
     title: TITLES[e.slug],
     status: e.status,
     detail: e.message,
     ...(instance ? { instance } : {}),
     ...e.extra,
-  });
+  };
+}
+
+/** Sends a problem response. */
+export function sendProblem(res: Response, e: AppError, instance?: string): void {
+  res.status(e.status).set(e.headers).type('application/problem+json').json(problemBody(e, instance));
 }
 
 /** Maps errors raised by Express's body parser (status and `type` set by body-parser) to problems. */

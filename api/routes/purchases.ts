@@ -6,10 +6,12 @@ import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
-import { answering, problems, sendSoldOut } from '../problem.ts';
+import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
 import { getPurchase, requestPurchase } from '../purchase-service.ts';
 import { isUuid, parse } from '../validate.ts';
 
+/** One instance serves every sold-out answer: an AppError is immutable. */
+const SOLD_OUT = soldOutProblem();
 const purchaseBody = z.strictObject({ quantity: z.int().min(1).max(10_000).default(1) });
 const idempotencyKeyHeader = z
   .string()
@@ -30,7 +32,7 @@ export function purchaseRoutes(d: ApiDeps): Router {
   // retry of an accepted one, which only Redis can replay.
   const knownSoldOut: RequestHandler = (req, res, next) => {
     if (req.headers['idempotency-key'] === undefined && d.soldOut.has(req.params.saleId as string)) {
-      return sendSoldOut(res, req.originalUrl);
+      return sendProblem(res, SOLD_OUT, req.originalUrl);
     }
     next();
   };
