@@ -14,7 +14,7 @@ import { saleRoutes } from './routes/sales.ts';
 import { sessionRoutes } from './routes/session.ts';
 
 /** Request bodies above this size are refused with 413 before parsing. */
-export const BODY_LIMIT = '16kb';
+const BODY_LIMIT = '16kb';
 const JSON_TYPES = ['application/json', 'application/*+json'];
 const WEB_DIR = fileURLToPath(new URL('../web/', import.meta.url));
 

@@ -130,9 +130,9 @@ export function sendProblem(res: Response, e: AppError, instance?: string): void
 }
 
 /** Maps errors raised by Express's body parser (status and `type` set by body-parser) to problems. */
-function fromHttpError(err: { status?: number; type?: string; message: string }): AppError | undefined {
+function fromHttpError(err: { status?: number; type?: string; message: string; limit?: number }): AppError | undefined {
   if (err.type === 'entity.parse.failed') return problems.validation('The body is not valid JSON.', [{ field: 'body', message: 'malformed JSON' }]);
-  if (err.type === 'entity.too.large') return new AppError('payload-too-large', 413, 'The body must be at most 16 KiB.');
+  if (err.type === 'entity.too.large') return new AppError('payload-too-large', 413, `The body must be at most ${err.limit ?? '?'} bytes.`);
   if (err.type === 'encoding.unsupported' || err.type === 'charset.unsupported')
     return new AppError('unsupported-media-type', 415, err.message);
   if (typeof err.status === 'number' && err.status >= 400 && err.status < 500)

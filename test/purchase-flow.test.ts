@@ -175,6 +175,40 @@ describe('bad input never yields a 5xx and changes nothing', () => {
     }
   });
 
+  it('when the body is over the limit, then 413 names the limit', async () => {
+    const res = await sys.http
+      .post(`/api/sales/${randomUUID()}/purchases`)
+      .set('Authorization', `Bearer ${await sys.token('big')}`)
+      .set('Content-Type', 'application/json')
+      .send(JSON.stringify({ pad: 'x'.repeat(17 * 1024) }));
+    expect(res.status).toBe(413);
+    expect(res.body.detail).toBe('The body must be at most 16384 bytes.');
+  });
+
+  it('when an Idempotency-Key is malformed (spaces, over 255 characters), then 400 and nothing is admitted', async () => {
+    const saleId = await sys.createSale({ stock: 2 });
+    const token = await sys.token(`idem-bad-${randomUUID()}`);
+    for (const key of ['has spaces', 'k'.repeat(256)]) {
+      const res = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${token}`).set('Idempotency-Key', key).send({});
+      expect(res.status).toBe(400);
+      expect(res.body.errors[0].field).toBe('header');
+    }
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 2, pendingUnits: 0, inflightRequests: 0 });
+  });
+
+  it.each([
+    ['no body', undefined],
+    ['an empty user id', { userId: '' }],
+    ['a user id with spaces', { userId: 'a b' }],
+    ['a user id of 129 characters', { userId: 'u'.repeat(129) }],
+    ['an unknown field', { userId: 'ok', admin: true }],
+  ])('when the demo login gets %s, then 400', async (_name, body) => {
+    const res = await sys.http.post('/api/session').send(body);
+    expect(res.status).toBe(400);
+    expect(res.body.type).toBe('/problems/validation-error');
+    expect(res.headers['set-cookie']).toBeUndefined();
+  });
+
   it('when an admin body is invalid, then 400 lists the fields', async () => {
     const res = await sys.http
       .post('/api/admin/sales')
