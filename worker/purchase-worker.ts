@@ -61,6 +61,7 @@ export class PurchaseWorker extends EventEmitter {
   private scheduled = false;
   private channel: Channel | undefined;
   private consumerTags: string[] = [];
+  private opening: Promise<void> | undefined;
   private stopping = false;
   private idle: (() => void)[] = [];
 
@@ -68,14 +69,29 @@ export class PurchaseWorker extends EventEmitter {
     super();
   }
 
-  /** Opens a consumer channel and starts consuming; re-opens it whenever it closes, until `stop`. */
+  /**
+   * Starts consuming, and keeps doing so until `stop`: the consumer channel is opened again when it closes (a channel
+   * error) and on every reconnect (channels die with their connection, and cannot be opened while it is down).
+   */
   async start(): Promise<void> {
+    this.d.broker.on('connected', this.resume);
+    await this.consume();
+  }
+
+  private readonly resume = (): void => {
+    if (this.stopping || this.channel || this.opening) return;
+    this.opening = this.consume()
+      .catch((err: Error) => this.d.logger.warn({ err: err.message }, 'cannot consume yet; waiting for the next connect'))
+      .finally(() => (this.opening = undefined));
+  };
+
+  private async consume(): Promise<void> {
     const ch = await this.d.broker.createChannel();
     await ch.prefetch(this.d.config.WORKER_PREFETCH);
     ch.on('error', (err: Error) => this.d.logger.warn({ err: err.message }, 'consumer channel error'));
     ch.on('close', () => {
       if (this.channel === ch) this.channel = undefined;
-      if (!this.stopping) this.start().catch((err: Error) => this.d.logger.error({ err: err.message }, 'cannot reopen the consumer'));
+      this.resume();
     });
     const purchases = await ch.consume(this.d.topology.purchaseQueue, (msg) => msg && this.receive(ch, msg), { noAck: false });
     const expiries = await ch.consume(this.d.topology.reservationExpiryQueue, (msg) => msg && void this.expire(ch, msg), { noAck: false });
@@ -89,6 +105,7 @@ export class PurchaseWorker extends EventEmitter {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.d.broker.off('connected', this.resume);
     const ch = this.channel;
     this.channel = undefined;
     for (const tag of this.consumerTags) await ch?.cancel(tag).catch(() => undefined);

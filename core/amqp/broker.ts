@@ -22,20 +22,20 @@ export interface BrokerOptions {
   logger: Logger;
   /** How long a publish waits for its confirm, ms. */
   publishTimeoutMs: number;
-  /** Runs after every (re)connect, after the topology is declared: start consumers here. */
-  onConnect?: (model: ChannelModel) => Promise<void>;
   /** Retries before the first connection succeeds, count (then start fails); Infinity afterwards. */
   initialMaxRetries?: number;
 }
 
 /**
  * A recovering RabbitMQ connection with one confirm channel for publishing.
- * Emits `published` (messageId), `acked` (messageId), `nacked` (messageId, error), `connected`, `disconnected`.
+ * Emits `published` (messageId), `acked` (messageId), `nacked` (messageId, error), `connected`, `disconnected`,
+ * `ready` (a confirm channel is open: publishes can succeed again).
  */
 export class Broker extends EventEmitter {
   private channel: ConfirmChannel | undefined;
   private readonly returned = new Set<string>();
   private closing = false;
+  private opening: Promise<void> | undefined;
   /** Publishes waiting for their confirm, count. */
   private unconfirmed = 0;
 
@@ -52,7 +52,6 @@ export class Broker extends EventEmitter {
       const ch = await m.createChannel();
       await declareTopology(ch, o.topology);
       await ch.close();
-      await o.onConnect?.(m);
     });
     const broker = new Broker(model, o);
     model.on('disconnect', (err: Error) => {
@@ -60,13 +59,29 @@ export class Broker extends EventEmitter {
       o.logger.warn({ err: err.message }, 'rabbitmq disconnected');
       broker.emit('disconnected', err);
     });
-    model.on('connect', () => broker.emit('connected'));
+    model.on('connect', () => {
+      // Channels die with their connection, and opening one while disconnected fails: open it on every connect.
+      broker.reopen();
+      broker.emit('connected');
+    });
+    // An 'error' without a listener would be thrown: a broker going away must never crash the process.
+    model.on('error', (err: Error) => o.logger.warn({ err: err.message }, 'rabbitmq connection error'));
     model.on('reconnect-scheduled', (i: { attempt: number; delay: number }) =>
       o.logger.info(i, 'rabbitmq reconnect scheduled'),
     );
     await model.waitForConnect();
-    await broker.openChannel(model);
+    broker.reopen(); // unless the connect event did already
+    await broker.opening;
+    if (!broker.ready) throw new Error('RabbitMQ accepted the connection but no channel could be opened');
     return broker;
+  }
+
+  /** Opens a confirm channel unless one is open or opening; a failure waits for the next connect. */
+  private reopen(): void {
+    if (this.channel || this.opening || this.closing) return;
+    this.opening = this.openChannel(this.model)
+      .catch((err: Error) => this.o.logger.warn({ err: err.message }, 'cannot open the publish channel yet'))
+      .finally(() => (this.opening = undefined));
   }
 
   private async openChannel(m: { createConfirmChannel(): Promise<ConfirmChannel> }): Promise<void> {
@@ -79,9 +94,10 @@ export class Broker extends EventEmitter {
     ch.on('close', () => {
       if (this.channel === ch) this.channel = undefined;
       // A channel error closes the channel for good; the connection may still be up, so open another one.
-      if (!this.closing) this.openChannel(this.model).catch(() => undefined);
+      this.reopen();
     });
     this.channel = ch;
+    this.emit('ready');
   }
 
   /** True while a confirm channel is open. */
