@@ -1,26 +1,32 @@
 /**
- * A RabbitMQ outage against the real broker, seen through a TCP proxy the test cuts: purchases get 503 with
- * Retry-After and leave nothing behind; when the broker is back, the API and the worker reconnect by themselves
- * (amqplib's recovery) and the shopper's retry goes through.
+ * Outages of the real RabbitMQ and PostgreSQL, seen through TCP proxies the test cuts. RabbitMQ gone: purchases get
+ * 503 with Retry-After and leave nothing behind; when it is back, the API and the worker reconnect by themselves
+ * (amqplib's recovery) and the shopper's retry goes through. PostgreSQL gone: reads that need it get 503, while
+ * purchases of a sale already in Redis are still accepted, and decided once it is back.
  */
 import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startSystem, type TestSystem } from './support/system.ts';
+import { startSystem, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
 
 let sys: TestSystem;
 let proxy: TcpProxy;
+let pgProxy: TcpProxy;
 beforeAll(async () => {
   const amqpUrl = new URL(process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672');
   proxy = await startTcpProxy(Number(amqpUrl.port || 5672), amqpUrl.hostname);
   amqpUrl.port = String(proxy.port);
-  sys = await startSystem({ AMQP_URL: amqpUrl.toString() });
+  const dbUrl = new URL(TEST_DATABASE_URL);
+  pgProxy = await startTcpProxy(Number(dbUrl.port || 5432), dbUrl.hostname);
+  dbUrl.port = String(pgProxy.port);
+  sys = await startSystem({ AMQP_URL: amqpUrl.toString(), DATABASE_URL: dbUrl.toString() });
 });
 afterAll(async () => {
   proxy?.restore();
+  pgProxy?.restore();
   await sys?.stop();
-  await proxy?.close();
+  await Promise.all([proxy?.close(), pgProxy?.close()]);
 });
 afterEach(() => sys.assertInvariants());
 
@@ -54,5 +60,29 @@ describe('RabbitMQ unreachable', () => {
     expect(retried.status).toBe(202);
     expect((await sys.waitForFinal(retried.body.requestId)).status).toBe('succeeded');
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 2, inflightRequests: 0 });
+  });
+});
+
+describe('PostgreSQL unreachable', () => {
+  it('when the database goes away, then reads that need it get 503, purchases are still accepted, and decided once it is back', async () => {
+    const saleId = await sys.createSale({ stock: 2 });
+    await sys.http.get(`/api/sales/${saleId}`); // the sale record is now known to this process
+    pgProxy.cut();
+    let requestId: string;
+    try {
+      const list = await sys.http.get('/api/sales');
+      expect(list.status).toBe(503);
+      expect(list.body.type).toBe('/problems/service-unavailable');
+      const ready = await sys.http.get('/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks.postgres).toBe('down');
+      const accepted = await buy(saleId, `pg-down-${randomUUID()}`);
+      expect(accepted.status).toBe(202);
+      requestId = accepted.body.requestId;
+    } finally {
+      pgProxy.restore();
+    }
+    expect((await sys.waitForFinal(requestId)).status).toBe('succeeded');
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 1 });
   });
 });
