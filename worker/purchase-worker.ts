@@ -18,7 +18,7 @@ import type { CoreDeps } from '../core/deps.ts';
 import { ATTEMPT_HEADER, FINAL_STATUS_HEADER, REASON_HEADER, purchaseMessageSchema, reservationMessageSchema, type PurchaseMessage, type Reservation, type ReservationMessage } from '../core/messages.ts';
 import { expireReservation, type ExpireResult } from '../core/orders.ts';
 import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../core/purchase-state.ts';
-import { saleKeys } from '../core/redis/keys.ts';
+import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { Decision, decide, putState, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import { persistDecisions, type DecidedPurchase, type FinalStatus } from './persist.ts';
@@ -186,7 +186,7 @@ export class PurchaseWorker extends EventEmitter {
       else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
     }
     const failedBefore = items.filter((it) => it.msg.properties.headers?.[FINAL_STATUS_HEADER] === 'failed');
-    const toDecide = items.filter((it) => !failedBefore.includes(it));
+    const toDecide = failedBefore.length ? items.filter((it) => !failedBefore.includes(it)) : items;
     if (items.length === 0) return;
     try {
       for (const it of failedBefore) await this.recordFailure(it);
@@ -366,7 +366,8 @@ export class PurchaseWorker extends EventEmitter {
     const { redis, db, config, logger } = this.d;
     const prefix = config.REDIS_KEY_PREFIX;
     const keys = saleKeys(prefix, it.m.saleId);
-    await withdraw(redis, keys, `${keys.sale}:idem:-`, it.m);
+    // The worker does not know the request's Idempotency-Key: keeping it lets a retry with it replay this failure.
+    await withdraw(redis, keys, idempotencyKey(prefix, it.m.saleId, it.m.userId, ''), it.m);
     await release(redis, keys, { ...it.m, as: Decision.Failed });
     const state: PurchaseState = {
       requestId: it.m.requestId,
