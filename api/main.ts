@@ -31,11 +31,14 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   const db = createDb(config.DATABASE_URL, 20);
   const redis = createRedis(config.REDIS_URL, logger, { failFast: true, commandTimeoutMs: 2000 });
   const sub = createSubscriber(config.REDIS_URL, logger);
+  // Sharded pub/sub (purchase states) on a connection of its own: Redis answers SUNSUBSCRIBE with the count of shard
+  // channels alone, and a client that sees 0 leaves subscriber mode, dropping the plain channels sharing it.
+  const shardedSub = createSubscriber(config.REDIS_URL, logger);
   const topo = topologyFor(config);
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
   const soldOut = new SoldOutCache(sub, config.REDIS_KEY_PREFIX);
   await soldOut.start();
-  const events = new PurchaseEvents(sub, config.REDIS_KEY_PREFIX, logger);
+  const events = new PurchaseEvents(shardedSub, config.REDIS_KEY_PREFIX, logger);
   const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut };
   const app = createApp(deps);
   const server = await new Promise<Server>((resolve) => {
@@ -58,6 +61,7 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
       clearTimeout(grace);
       await broker.close();
       sub.disconnect();
+      shardedSub.disconnect();
       redis.disconnect();
       await db.$disconnect();
     },

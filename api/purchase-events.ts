@@ -1,6 +1,7 @@
 /**
  * Delivers purchase state changes to the SSE connections this API node holds. The worker publishes each new
- * version on the request's Redis pub/sub channel, so whichever node holds the shopper's connection receives it.
+ * version on the request's sharded pub/sub channel (SPUBLISH, in the sale's slot: on a Redis Cluster only the shard
+ * that holds the slot carries it), so whichever node holds the shopper's connection receives it.
  *
  * Race-free by order, not by delay: a connection subscribes first (and waits for Redis to confirm), then reads the
  * stored state. A version published before the subscription is in the stored state; one published after reaches
@@ -27,7 +28,7 @@ export class PurchaseEvents {
     private readonly prefix: string,
     private readonly logger: Logger,
   ) {
-    sub.on('message', (channel: string, message: string) => {
+    sub.on('smessage', (channel: string, message: string) => {
       const entry = this.channels.get(channel);
       if (!entry) return;
       let state: PurchaseState;
@@ -49,11 +50,11 @@ export class PurchaseEvents {
    * Subscribes to a request's changes. Resolves once Redis confirmed the subscription, so a state read after it
    * cannot miss a later change. @returns a function that unsubscribes this listener.
    */
-  async subscribe(requestId: string, listener: Listener): Promise<() => void> {
-    const channel = purchaseChannel(this.prefix, requestId);
+  async subscribe(saleId: string, requestId: string, listener: Listener): Promise<() => void> {
+    const channel = purchaseChannel(this.prefix, saleId, requestId);
     let entry = this.channels.get(channel);
     if (!entry) {
-      entry = { listeners: new Set(), subscribed: this.sub.subscribe(channel) };
+      entry = { listeners: new Set(), subscribed: this.sub.ssubscribe(channel) };
       this.channels.set(channel, entry);
     }
     entry.listeners.add(listener);
@@ -71,7 +72,7 @@ export class PurchaseEvents {
     entry.listeners.delete(listener);
     if (entry.listeners.size === 0 && this.channels.get(channel) === entry) {
       this.channels.delete(channel);
-      this.sub.unsubscribe(channel).catch(() => undefined);
+      this.sub.sunsubscribe(channel).catch(() => undefined);
     }
   }
 

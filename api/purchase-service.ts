@@ -1,17 +1,22 @@
 /**
  * The purchase use case: admit a request in Redis (one Lua script: idempotency key, sale window, per-user limit,
- * known sold-out), publish it with a publisher confirm, and only then accept it. A sold-out answer is remembered
- * by this process for a moment (see sold-out-cache.ts and the purchase route). A failed publish withdraws the
- * admission, so the shopper's retry is not blocked and nothing is left behind.
+ * known sold-out, and the request's queued state), publish it with a publisher confirm, and only then accept it.
+ * A sold-out answer is remembered by this process for a moment (see sold-out-cache.ts and the purchase route).
+ *
+ * A 202 is only ever given for a request that is in the queue: a first admission is answered once its publish is
+ * confirmed; a replay (same Idempotency-Key) of one not yet decided publishes it again (same messageId: the worker
+ * is idempotent per requestId) and waits for that confirm too, because the API that admitted it may have died
+ * before publishing. A publish that is not confirmed withdraws the admission (see withdraw-admission.ts).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { PurchaseMessage } from '../core/messages.ts';
-import { QUEUED_VERSION, readState, writeState, type PurchaseState } from '../core/purchase-state.ts';
-import { idempotencyKey, purchaseKey, saleKeys } from '../core/redis/keys.ts';
-import { AdmitCode, admit, withdraw } from '../core/redis/scripts.ts';
+import { QUEUED_VERSION, STATE_TTL_S, readState, type PurchaseState } from '../core/purchase-state.ts';
+import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
+import { AdmitCode, admit } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import type { ApiDeps } from './deps.ts';
 import { AppError, problems, soldOutProblem } from './problem.ts';
+import { settleUnconfirmed } from './withdraw-admission.ts';
 
 export interface PurchaseInput {
   saleId: string;
@@ -48,12 +53,26 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
 
   for (let attempt = 0; ; attempt++) {
     const now = Date.now();
-    const r = await admit(redis, keys, idemKey, { requestId, userId, quantity, nowMs: now, bodyHash, idemTtlS: config.IDEMPOTENCY_TTL_SECONDS });
+    const acceptedAt = new Date(now).toISOString();
+    const queued: PurchaseState = { requestId, saleId, userId, status: 'queued', acceptedAt, updatedAt: acceptedAt, version: QUEUED_VERSION };
+    const r = await admit(redis, keys, idemKey, {
+      requestId,
+      userId,
+      quantity,
+      nowMs: now,
+      bodyHash,
+      idemTtlS: config.IDEMPOTENCY_TTL_SECONDS,
+      state: { body: JSON.stringify(queued), version: QUEUED_VERSION, ttlS: STATE_TTL_S },
+    });
     switch (r.code) {
       case AdmitCode.Admitted:
         await enqueue(d, { v: 1, requestId, saleId, userId, quantity, epoch: r.value, admittedAt: now }, idemKey);
         return { requestId, replayed: false };
       case AdmitCode.Replayed:
+        if (r.decision === undefined) {
+          const { quantity: units, epoch, admittedAt } = r.original;
+          await enqueue(d, { v: 1, requestId: r.value, saleId, userId, quantity: units, epoch, admittedAt }, idemKey);
+        }
         return { requestId: r.value, replayed: true };
       case AdmitCode.IdempotencyKeyReused:
         throw new AppError('idempotency-key-reused', 422, 'This Idempotency-Key was used with another request body.');
@@ -74,59 +93,75 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
           { field: 'quantity', message: `at most ${r.value}` },
         ]);
       case AdmitCode.Duplicate:
-        throw new AppError('duplicate-purchase', 409, 'You already hold the most this sale allows per shopper.', { requestId: r.value });
+        throw new AppError('duplicate-purchase', 409, 'You already hold the most this sale allows per shopper.', {
+          requestId: r.value || (await latestActiveRequest(d, saleId, userId)),
+        });
       case AdmitCode.SoldOut:
         d.soldOut.mark(saleId);
         throw soldOutProblem();
       default:
-        throw new Error(`Unknown admit code ${String(r.code)}`);
+        throw new Error(`Unknown admit code ${String((r as { code: unknown }).code)}`);
     }
   }
 }
 
+/** Publishes a purchase and waits for its confirm; one not confirmed is settled by withdraw-admission.ts. */
 async function enqueue(d: ApiDeps, m: PurchaseMessage, idemKey: string): Promise<void> {
-  const prefix = d.config.REDIS_KEY_PREFIX;
-  const queued: PurchaseState = {
-    requestId: m.requestId,
-    saleId: m.saleId,
-    userId: m.userId,
-    status: 'queued',
-    acceptedAt: new Date(m.admittedAt).toISOString(),
-    updatedAt: new Date(m.admittedAt).toISOString(),
-    version: QUEUED_VERSION,
-  };
   try {
-    await Promise.all([
-      d.broker.publish(d.topology.purchaseExchange, d.topology.purchaseRoutingKey, Buffer.from(JSON.stringify(m)), {
-        messageId: m.requestId,
-        contentType: 'application/json',
-        timestamp: Math.floor(m.admittedAt / 1000),
-      }),
-      writeState(d.redis, prefix, queued),
-    ]);
+    await d.broker.publish(d.topology.purchaseExchange, d.topology.purchaseRoutingKey, Buffer.from(JSON.stringify(m)), {
+      messageId: m.requestId,
+      contentType: 'application/json',
+      timestamp: Math.floor(m.admittedAt / 1000),
+    });
   } catch (err) {
-    d.logger.warn({ err: (err as Error).message, requestId: m.requestId }, 'enqueue failed; withdrawing the admission');
-    const keys = saleKeys(prefix, m.saleId);
-    await withdraw(d.redis, keys, idemKey, m)
-      .then(() => d.redis.del(purchaseKey(prefix, m.requestId)))
-      .catch((e: Error) => d.logger.warn({ err: e.message, requestId: m.requestId }, 'withdraw failed; the sweeper will finish the request'));
-    throw problems.unavailable('The purchase could not be queued; nothing was reserved. Retry shortly.');
+    await settleUnconfirmed(d, m, idemKey, err as Error);
   }
 }
 
 /**
- * Reads a purchase's state for its owner: Redis first, then the decision PostgreSQL keeps.
- * @throws AppError 404 when there is no such request or it belongs to someone else (existence is not leaked).
+ * The request holding a shopper's place when Redis does not name one (its `last` entry was withdrawn): the latest
+ * active order PostgreSQL holds. @returns "" when there is none or PostgreSQL cannot say.
  */
-export async function getPurchase(d: ApiDeps, requestId: string, userId: string): Promise<PurchaseState> {
-  const state = (await readState(d.redis, d.config.REDIS_KEY_PREFIX, requestId)) ?? (await fromDatabase(d, requestId));
+async function latestActiveRequest(d: ApiDeps, saleId: string, userId: string): Promise<string> {
+  const order = await d.db.order
+    .findFirst({ where: { saleId, userId, status: { not: 'expired' } }, orderBy: { createdAt: 'desc' }, select: { requestId: true } })
+    .catch(() => null);
+  return order?.requestId ?? '';
+}
+
+/**
+ * Reads a purchase's state for its owner: Redis first, then the decision PostgreSQL keeps, which also answers while
+ * Redis is unavailable.
+ * @throws AppError 404 when there is no such request in this sale or it belongs to someone else (existence is not
+ *   leaked); 503 when Redis is unavailable and PostgreSQL has no decision for it (it may be queued).
+ */
+export async function getPurchase(d: ApiDeps, saleId: string, requestId: string, userId: string): Promise<PurchaseState> {
+  let state: PurchaseState | undefined;
+  let redisDown: Error | undefined;
+  try {
+    state = await readState(d.redis, d.config.REDIS_KEY_PREFIX, saleId, requestId);
+  } catch (err) {
+    redisDown = err as Error;
+  }
+  state ??= await decidedPurchase(d, requestId);
+  if (state && state.saleId !== saleId) state = undefined;
+  if (!state && redisDown) throw problems.unavailable('The purchase cannot be read right now; retry shortly.');
   if (!state || state.userId !== userId) throw problems.notFound(`No purchase request ${requestId}.`);
   return state;
 }
 
-async function fromDatabase(d: ApiDeps, requestId: string): Promise<PurchaseState | undefined> {
+/**
+ * The sale a decided purchase belongs to, for links without the sale id (`/api/purchases/:requestId`, handed out
+ * before purchase states moved into their sale's slot). @returns undefined when PostgreSQL holds no decision.
+ */
+export async function saleOfDecidedPurchase(d: ApiDeps, requestId: string): Promise<string | undefined> {
+  return (await decidedPurchase(d, requestId))?.saleId;
+}
+
+/** The decision PostgreSQL holds, as a purchase state; withdrawn requests were never accepted and do not exist. */
+async function decidedPurchase(d: ApiDeps, requestId: string): Promise<PurchaseState | undefined> {
   const p = await d.db.purchase.findUnique({ where: { requestId } });
-  if (!p) return undefined;
+  if (!p || p.status === 'withdrawn') return undefined;
   return {
     requestId: p.requestId,
     saleId: p.saleId,
@@ -138,4 +173,3 @@ async function fromDatabase(d: ApiDeps, requestId: string): Promise<PurchaseStat
     version: 2,
   };
 }
-

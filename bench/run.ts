@@ -219,10 +219,10 @@ async function waitDecided(run: Run, sales: string[], deadline: number, onPoll?:
 }
 
 /** Polls Redis until every request has a final state. @returns the states. */
-async function waitFinal(run: Run, ids: string[], deadline: number): Promise<(PurchaseState | undefined)[]> {
+async function waitFinal(run: Run, saleId: string, ids: string[], deadline: number): Promise<(PurchaseState | undefined)[]> {
   for (;;) {
     noCrashes(run);
-    const states = await run.sys.states(ids);
+    const states = await run.sys.states(saleId, ids);
     if (states.every((st) => st && isFinal(st.status)) || Date.now() > deadline) return states;
     await sleep(POLL_MS * 2);
   }
@@ -274,9 +274,9 @@ async function worker(run: Run, big: { sale: string; accepted: Accepted; cursor:
   log(`   ${Math.round(results.drain.decisionsPerS)} decisions/s`);
 
   await drainedSale(run, 'backlog sale', big.sale, { admitted: [big.accepted.ids.length, big.cursor.used], onlySucceeded: true });
-  allFinal(run, 'backlog sale', await sys.states(big.accepted.ids), 'succeeded');
+  allFinal(run, 'backlog sale', await sys.states(big.sale, big.accepted.ids), 'succeeded');
   await drainedSale(run, 'sold-out sale', one.sale, { succeeded: 1 });
-  allFinal(run, 'sold-out sale', await sys.states([one.buyer]), 'succeeded');
+  allFinal(run, 'sold-out sale', await sys.states(one.sale, [one.buyer]), 'succeeded');
   run.checks.check('queue: empty after the drain', (await sys.queueDepth()) === 0);
 
   log(`   end to end at ${s.e2eRate} req/s for ${s.e2eDurationS} s with the worker running...`);
@@ -285,7 +285,7 @@ async function worker(run: Run, big: { sale: string; accepted: Accepted; cursor:
   const load = await openLoop({ url: sys.apiUrl, path: `/api/sales/${big.sale}/purchases`, connections: s.connections, rate: s.e2eRate, durationS: s.e2eDurationS, token: () => big.cursor.take(), onAnswer: accepted.onAnswer });
   results.loads.push({ name: 'Accept (202), worker running', mode: `open loop, ${s.e2eRate} req/s, ${s.e2eDurationS} s`, stats: load });
   cleanLoad(run, 'end to end', load);
-  const states = await waitFinal(run, accepted.ids, Date.now() + s.drainTimeoutS * 1000);
+  const states = await waitFinal(run, big.sale, accepted.ids, Date.now() + s.drainTimeoutS * 1000);
   allFinal(run, 'end to end', states, 'succeeded');
   const latencies = states.flatMap((st) => (st?.acceptedAt && isFinal(st.status) ? [Date.parse(st.updatedAt) - Date.parse(st.acceptedAt)] : []));
   results.endToEnd = { rate: s.e2eRate, requests: accepted.ids.length, latency: percentiles(latencies) };
@@ -318,7 +318,7 @@ async function crowd(run: Run): Promise<void> {
   });
   results.loads.push({ name: 'Flash crowd (202 or 409 sold-out)', mode: `closed loop, ${s.connections} conn, ${s.crowd} requests`, stats: load });
   cleanLoad(run, 'crowd', load);
-  const states = await waitFinal(run, accepted.ids, Date.now() + s.drainTimeoutS * 1000);
+  const states = await waitFinal(run, sale, accepted.ids, Date.now() + s.drainTimeoutS * 1000);
   const lastAcceptedFinal = Math.max(0, ...states.map((st) => (st ? Date.parse(st.updatedAt) : 0)));
   await waitDecided(run, [sale], Date.now() + s.drainTimeoutS * 1000);
   const st = await drainedSale(run, 'crowd sale', sale, { succeeded: Math.min(s.crowd, s.crowdStock) });

@@ -180,10 +180,10 @@ export class BenchSystem {
   }
 
   /** Purchase states by requestId; undefined where Redis has none. */
-  async states(requestIds: string[]): Promise<(PurchaseState | undefined)[]> {
+  async states(saleId: string, requestIds: string[]): Promise<(PurchaseState | undefined)[]> {
     const out: (PurchaseState | undefined)[] = [];
     for (let i = 0; i < requestIds.length; i += 5000) {
-      const bodies = await Promise.all(requestIds.slice(i, i + 5000).map((id) => this.redis.hget(purchaseKey(this.config.REDIS_KEY_PREFIX, id), 'body')));
+      const bodies = await Promise.all(requestIds.slice(i, i + 5000).map((id) => this.redis.hget(purchaseKey(this.config.REDIS_KEY_PREFIX, saleId, id), 'body')));
       out.push(...bodies.map((b) => (b ? (JSON.parse(b) as PurchaseState) : undefined)));
     }
     return out;

@@ -21,7 +21,7 @@ const schema = z
     ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional(),
     DEMO_LOGIN: bool.optional(),
     /** Prefix of every Redis key; the version lets two incompatible builds share one Redis. */
-    REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9:_-]+$/).default('fs:v1'),
+    REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9:_-]+$/).default('fs:v2'),
     /** Prefix of every exchange and queue name. */
     AMQP_PREFIX: z.string().regex(/^[a-z0-9._-]+$/).default('fs.v1'),
     /** Time a shopper has to pay for a reservation, s. */

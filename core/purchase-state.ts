@@ -1,6 +1,6 @@
 /**
- * The shopper-visible state of a purchase request, kept in Redis under its own key and announced on its own
- * pub/sub channel at each new version. PostgreSQL keeps the final decisions (table `purchases`) for when Redis
+ * The shopper-visible state of a purchase request, kept in Redis in its sale's slot and announced on its own
+ * sharded pub/sub channel at each new version (the queued version is written by the admission script itself). PostgreSQL keeps the final decisions (table `purchases`) for when Redis
  * has lost them.
  */
 import type { Redis } from 'ioredis';
@@ -46,8 +46,8 @@ export function toView(s: PurchaseState): PurchaseView {
 /** Arguments of {@link putState} for a state: persist, then publish, atomically, only if newer. */
 export function stateWrite(prefix: string, s: PurchaseState) {
   return {
-    key: purchaseKey(prefix, s.requestId),
-    args: { version: s.version, body: JSON.stringify(s), ttlS: STATE_TTL_S, channel: purchaseChannel(prefix, s.requestId) },
+    key: purchaseKey(prefix, s.saleId, s.requestId),
+    args: { version: s.version, body: JSON.stringify(s), ttlS: STATE_TTL_S, channel: purchaseChannel(prefix, s.saleId, s.requestId) },
   };
 }
 
@@ -58,7 +58,7 @@ export async function writeState(redis: Redis, prefix: string, s: PurchaseState)
 }
 
 /** Reads a state. @returns undefined when Redis has none. @throws on a stored body that is not a state. */
-export async function readState(redis: Redis, prefix: string, requestId: string): Promise<PurchaseState | undefined> {
-  const body = await redis.hget(purchaseKey(prefix, requestId), 'body');
+export async function readState(redis: Redis, prefix: string, saleId: string, requestId: string): Promise<PurchaseState | undefined> {
+  const body = await redis.hget(purchaseKey(prefix, saleId, requestId), 'body');
   return body ? (JSON.parse(body) as PurchaseState) : undefined;
 }

@@ -1,6 +1,6 @@
 /**
  * Sales: created in PostgreSQL, then loaded into Redis, where admission and decisions run. When Redis has lost a
- * sale (it keeps nothing on disk), any process rebuilds it from PostgreSQL under a new epoch (see `load-5.lua` and
+ * sale (it keeps nothing on disk), any process rebuilds it from PostgreSQL under a new epoch (see `load-6.lua` and
  * `snapshotSale`).
  */
 import { randomUUID } from 'node:crypto';
@@ -115,11 +115,18 @@ export function saleView(sale: SaleRecord, remaining: number, now = Date.now()):
   };
 }
 
-const decisionCode = { succeeded: Decision.Succeeded, sold_out: Decision.SoldOut, rejected: Decision.OverLimit, failed: Decision.Failed } as const;
+const decisionCode = {
+  succeeded: Decision.Succeeded,
+  sold_out: Decision.SoldOut,
+  rejected: Decision.OverLimit,
+  failed: Decision.Failed,
+  withdrawn: Decision.Withdrawn,
+} as const;
 
 /**
  * Starts a new epoch for a sale and reads the snapshot Redis is rebuilt from: remaining units, the units each buyer
- * holds in active orders, and every decision taken (so a rebuilt Redis answers redeliveries as before).
+ * holds in active orders with the latest of those orders (what a 409 duplicate-purchase names), and every decision
+ * taken, withdrawals included (so a rebuilt Redis answers redeliveries as before and drops withdrawn requests).
  *
  * The epoch bump takes the sale row's exclusive lock, so it waits for every batch still committing under the old
  * epoch (they hold the row in share mode, see worker/persist.ts) and for expiries; from then on, until this
@@ -133,9 +140,9 @@ export async function snapshotSale(db: Db, saleId: string): Promise<SaleSnapshot
       { stock: number; per_user_limit: number; starts_at: Date; ends_at: Date | null; epoch: bigint }[]
     >`UPDATE sales SET epoch = epoch + 1 WHERE id = ${saleId}::uuid RETURNING stock, per_user_limit, starts_at, ends_at, epoch`;
     if (!sale) return undefined;
-    const buyers = await tx.$queryRaw<{ user_id: string; units: number }[]>`
-      SELECT user_id, sum(quantity)::int AS units FROM orders
-      WHERE sale_id = ${saleId}::uuid AND status <> 'expired' GROUP BY user_id`;
+    const buyers = await tx.$queryRaw<{ user_id: string; units: number; last: string }[]>`
+      SELECT user_id, sum(quantity)::int AS units, (array_agg(request_id::text ORDER BY created_at DESC))[1] AS last
+      FROM orders WHERE sale_id = ${saleId}::uuid AND status <> 'expired' GROUP BY user_id`;
     const purchases = await tx.purchase.findMany({ where: { saleId }, select: { requestId: true, status: true } });
     const expired = new Set(
       (await tx.order.findMany({ where: { saleId, status: 'expired' }, select: { requestId: true } })).map((o) => o.requestId),
@@ -148,7 +155,7 @@ export async function snapshotSale(db: Db, saleId: string): Promise<SaleSnapshot
       startsAtMs: sale.starts_at.getTime(),
       endsAtMs: sale.ends_at?.getTime() ?? 0,
       epoch: String(sale.epoch),
-      buyers: buyers.map((b) => [b.user_id, b.units] as [string, number]),
+      buyers: buyers.map((b) => [b.user_id, b.units, b.last] as [string, number, string]),
       decisions: purchases.map(
         (p) => [p.requestId, expired.has(p.requestId) ? Decision.Expired : decisionCode[p.status]] as [string, Decision],
       ),

@@ -42,7 +42,7 @@ describe('poison messages', () => {
       await sys.api.deps.broker.publish(t.purchaseExchange, t.purchaseRoutingKey, Buffer.from(body), { messageId: randomUUID() });
     }
     const { requestId } = await buy(saleId);
-    expect((await sys.waitForFinal(requestId)).status).toBe('succeeded');
+    expect((await sys.waitForFinal(saleId, requestId)).status).toBe('succeeded');
     const after = await dlq();
     expect(after.count).toBe(before + 2);
     const reasons = after.messages.map((m: { reason: string }) => m.reason);
@@ -69,7 +69,7 @@ describe('PostgreSQL outage', () => {
     } finally {
       proxy.restore();
     }
-    const finals = await Promise.all(ids.map((id) => sys.waitForFinal(id)));
+    const finals = await Promise.all(ids.map((id) => sys.waitForFinal(saleId, id)));
     expect(finals.map((f) => f.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
     const stats = await sys.stats(saleId);
     expect(stats).toMatchObject({ remaining: 2, ordersInDatabase: 3, unitsInDatabase: 3, inflightRequests: 0 });
@@ -83,7 +83,7 @@ describe('PostgreSQL outage', () => {
     let requestId = '';
     try {
       requestId = (await buy(saleId)).requestId;
-      const final = await sys.waitForFinal(requestId);
+      const final = await sys.waitForFinal(saleId, requestId);
       expect(final.status).toBe('failed');
       expect(final.reason).toMatch(/try again/i);
       const [, reason] = await deadLettered.find((id: string) => id === requestId);
@@ -111,7 +111,7 @@ describe('replaying the dead-letter queue', () => {
     const saleId = await sys.createSale({ stock: 4 });
     const userId = `replayed-${randomUUID()}`;
     const { requestId } = await buy(saleId, userId);
-    await sys.waitForFinal(requestId);
+    await sys.waitForFinal(saleId, requestId);
     const epoch = await sys.redis.hget(saleKeys(sys.config.REDIS_KEY_PREFIX, saleId).sale, 'epoch');
     const message = { v: 1, requestId, saleId, userId, quantity: 1, epoch, admittedAt: Date.now() };
     // As the broker does when x-delivery-limit is reached: the healthy message lands in the dead-letter queue.

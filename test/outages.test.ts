@@ -39,7 +39,7 @@ describe('RabbitMQ unreachable', () => {
     const saleId = await sys.createSale({ stock: 3 });
     const first = await buy(saleId, `before-${randomUUID()}`);
     expect(first.status).toBe(202);
-    expect((await sys.waitForFinal(first.body.requestId)).status).toBe('succeeded');
+    expect((await sys.waitForFinal(saleId, first.body.requestId)).status).toBe('succeeded');
 
     const broker = sys.api.deps.broker;
     const disconnected = once(broker, 'disconnected');
@@ -58,7 +58,7 @@ describe('RabbitMQ unreachable', () => {
     await ready;
     const retried = await buy(saleId, shopper);
     expect(retried.status).toBe(202);
-    expect((await sys.waitForFinal(retried.body.requestId)).status).toBe('succeeded');
+    expect((await sys.waitForFinal(saleId, retried.body.requestId)).status).toBe('succeeded');
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 2, inflightRequests: 0 });
   });
 });
@@ -82,7 +82,7 @@ describe('PostgreSQL unreachable', () => {
     } finally {
       pgProxy.restore();
     }
-    expect((await sys.waitForFinal(requestId)).status).toBe('succeeded');
+    expect((await sys.waitForFinal(saleId, requestId)).status).toBe('succeeded');
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 1 });
   });
 });

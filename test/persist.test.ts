@@ -47,12 +47,12 @@ describe('persistDecisions', () => {
     expect(await db.purchase.count({ where: { saleId: sale.id } })).toBe(1);
   });
 
-  it('when a rebuild snapshots a sale, then it counts every active order and each buyer', async () => {
+  it('when a rebuild snapshots a sale, then it counts every active order and each buyer with their latest order', async () => {
     const sale = await newSale(4);
     const a = decision(sale.id, '0');
     await persistDecisions(db, [a, decision(sale.id, '0', 'sold_out')], 60_000);
     const s = (await snapshotSale(db, sale.id))!;
-    expect(s).toMatchObject({ stock: 4, remaining: 3, buyers: [[a.userId, 1]] });
+    expect(s).toMatchObject({ stock: 4, remaining: 3, buyers: [[a.userId, 1, a.requestId]] });
     expect(s.decisions).toHaveLength(2);
   });
 });

@@ -31,7 +31,7 @@ describe('concurrency', () => {
     const accepted = responses.filter((r) => r.status === 202);
     const soldOut = responses.filter((r) => r.status === 409 && r.body.type.endsWith('/sold-out'));
     expect(accepted.length + soldOut.length).toBe(shoppers.length);
-    const finals = await Promise.all(accepted.map((r) => sys.waitForFinal(r.body.requestId)));
+    const finals = await Promise.all(accepted.map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     const succeeded = finals.filter((s) => s.status === 'succeeded');
     expect(succeeded).toHaveLength(stock);
     expect(finals.every((s) => s.status === 'succeeded' || s.status === 'sold_out')).toBe(true);
@@ -50,7 +50,7 @@ describe('concurrency', () => {
     const duplicates = responses.filter((r) => r.status === 409);
     expect(duplicates).toHaveLength(28);
     expect(duplicates.every((r) => r.body.type.endsWith('/duplicate-purchase') && typeof r.body.requestId === 'string')).toBe(true);
-    await Promise.all(accepted.map((r) => sys.waitForFinal(r.body.requestId)));
+    await Promise.all(accepted.map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     const stats = await sys.stats(saleId);
     expect(stats.ordersInDatabase).toBe(2);
     expect(stats.remaining).toBe(48);
@@ -63,10 +63,10 @@ describe('POST /api/sales/:saleId/purchases', () => {
     const res = await buy(saleId, `u-${randomUUID()}`);
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ saleId, status: 'queued' });
-    expect(res.headers.location).toBe(`/api/purchases/${res.body.requestId}`);
+    expect(res.headers.location).toBe(`/api/sales/${saleId}/purchases/${res.body.requestId}`);
     expect(res.body.statusUrl).toBe(res.headers.location);
     expect(res.body.eventsUrl).toBe(`${res.headers.location}/events`);
-    const final = await sys.waitForFinal(res.body.requestId);
+    const final = await sys.waitForFinal(saleId, res.body.requestId);
     expect(final.status).toBe('succeeded');
     expect(final.orderId).toMatch(/^[0-9a-f-]{36}$/);
     expect(Date.parse(final.expiresAt!)).toBeGreaterThan(Date.parse(final.acceptedAt!));
@@ -84,14 +84,14 @@ describe('POST /api/sales/:saleId/purchases', () => {
     const other = await buy(saleId, user, { quantity: 2 }, { 'Idempotency-Key': key });
     expect(other.status).toBe(422);
     expect(other.body.type).toMatch(/\/idempotency-key-reused$/);
-    await sys.waitForFinal(first.body.requestId);
+    await sys.waitForFinal(saleId, first.body.requestId);
     expect((await sys.stats(saleId)).ordersInDatabase).toBe(1);
   });
 
   it('when the sale is sold out, then the API answers 409 sold-out without queueing', async () => {
     const saleId = await sys.createSale({ stock: 1 });
     const first = await buy(saleId, `a-${randomUUID()}`);
-    await sys.waitForFinal(first.body.requestId);
+    await sys.waitForFinal(saleId, first.body.requestId);
     const res = await buy(saleId, `b-${randomUUID()}`);
     expect(res.status).toBe(409);
     expect(res.body).toMatchObject({ status: 409, title: 'Sold out' });
@@ -224,7 +224,7 @@ describe('GET /api/purchases/:requestId', () => {
     const saleId = await sys.createSale({ stock: 2 });
     const owner = `owner-${randomUUID()}`;
     const { body } = await buy(saleId, owner);
-    await sys.waitForFinal(body.requestId);
+    await sys.waitForFinal(saleId, body.requestId);
     const token = await sys.token(owner);
     const res = await sys.http.get(body.statusUrl).set('Authorization', `Bearer ${token}`);
     expect(res.status).toBe(200);
@@ -260,7 +260,7 @@ describe('GET /api/purchases/:requestId/events (SSE)', () => {
     const saleId = await sys.createSale({ stock: 1 });
     const user = `late-${randomUUID()}`;
     const { body } = await buy(saleId, user);
-    await sys.waitForFinal(body.requestId);
+    await sys.waitForFinal(saleId, body.requestId);
     const text = await readEvents(body.eventsUrl, await sys.token(user));
     expect(text).toContain('event: status\nid: 2\n');
     expect(text).toContain('"status":"succeeded"');
@@ -270,7 +270,7 @@ describe('GET /api/purchases/:requestId/events (SSE)', () => {
     const saleId = await sys.createSale({ stock: 1 });
     const user = `resume-${randomUUID()}`;
     const { body } = await buy(saleId, user);
-    await sys.waitForFinal(body.requestId);
+    await sys.waitForFinal(saleId, body.requestId);
     expect(await readEvents(body.eventsUrl, await sys.token(user), { 'Last-Event-ID': '2' })).toBe('');
   });
 });
@@ -282,7 +282,7 @@ describe('GET /api/sales', () => {
     const list = await sys.http.get('/api/sales');
     expect(list.body.sales.find((s: { id: string }) => s.id === saleId)).toMatchObject({ name: 'Listed at once', stock: 4, remaining: 4, state: 'live' });
     const { body } = await buy(saleId, `lister-${randomUUID()}`);
-    await sys.waitForFinal(body.requestId);
+    await sys.waitForFinal(saleId, body.requestId);
     expect((await sys.http.get(`/api/sales/${saleId}`)).body).toMatchObject({ remaining: 3, state: 'live' });
   });
 });

@@ -23,7 +23,7 @@ async function purchase(sys: TestSystem, saleId: string, userId = `u-${randomUUI
   const token = await sys.token(userId);
   const res = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${token}`).send({});
   expect(res.status).toBe(202);
-  const final = await sys.waitForFinal(res.body.requestId);
+  const final = await sys.waitForFinal(saleId, res.body.requestId);
   return { userId, token, final, requestId: res.body.requestId as string };
 }
 

@@ -58,7 +58,7 @@ describe('a worker dies mid-purchase', () => {
     ch = await sys.api.deps.broker.createChannel();
 
     await sys.startWorker();
-    const finals = await Promise.all([sys.waitForFinal(m1.requestId), sys.waitForFinal(m2.requestId)]);
+    const finals = await Promise.all([sys.waitForFinal(saleId, m1.requestId), sys.waitForFinal(saleId, m2.requestId)]);
     expect(finals.map((f) => f.status)).toEqual(['succeeded', 'succeeded']);
     const stats = await sys.stats(saleId);
     expect(stats).toMatchObject({ remaining: 3, ordersInDatabase: 2, unitsInDatabase: 2, inflightRequests: 0, pendingUnits: 0 });
@@ -110,7 +110,7 @@ describe('the same purchase delivered twice', () => {
     }
     ch.ack(msg);
     await sys.startWorker();
-    expect((await sys.waitForFinal(res.body.requestId)).status).toBe('succeeded');
+    expect((await sys.waitForFinal(saleId, res.body.requestId)).status).toBe('succeeded');
     await sys.worker!.stop(); // waits for the batch: both copies settled
     expect((await ch.checkQueue(t.purchaseQueue)).messageCount).toBe(0);
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 1, inflightRequests: 0 });
@@ -131,12 +131,12 @@ describe('an API dies between admission and publish', () => {
       nowMs: Date.now() - 5000,
       bodyHash: '',
       idemTtlS: 60,
+      state: { body: JSON.stringify({ requestId, saleId, userId, status: 'queued', updatedAt: new Date().toISOString(), version: QUEUED_VERSION }), version: QUEUED_VERSION, ttlS: 60 },
     });
     expect(r.code).toBe(AdmitCode.Admitted);
-    await writeState(sys.redis, prefix, { requestId, saleId, userId, status: 'queued', updatedAt: new Date().toISOString(), version: QUEUED_VERSION });
 
     await sys.startWorker();
-    const final = await sys.waitForFinal(requestId);
+    const final = await sys.waitForFinal(saleId, requestId);
     expect(final.status).toBe('succeeded');
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 1, ordersInDatabase: 1, inflightRequests: 0 });
     await sys.worker!.stop();
@@ -192,7 +192,7 @@ describe('Redis loses its state (restart without persistence)', () => {
     // Phase 1: two orders taken and persisted.
     const early = [`early-${randomUUID()}`, `early-${randomUUID()}`];
     const done = await Promise.all(early.map((u) => buy(saleId, u)));
-    await Promise.all(done.map((r) => sys.waitForFinal(r.body.requestId)));
+    await Promise.all(done.map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     await worker.stop();
 
     // Phase 2: eight more accepted while no worker runs, then Redis loses everything of this sale.
@@ -205,7 +205,7 @@ describe('Redis loses its state (restart without persistence)', () => {
 
     // Phase 3: the worker rebuilds the sale from PostgreSQL and decides the queued purchases.
     await sys.startWorker();
-    const finals = await Promise.all(accepted.map((r) => sys.waitForFinal(r.body.requestId)));
+    const finals = await Promise.all(accepted.map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     expect(finals.filter((f) => f.status === 'succeeded')).toHaveLength(4);
     const stats = await sys.stats(saleId);
     expect(stats).toMatchObject({ remaining: 0, ordersInDatabase: stock, unitsInDatabase: stock, inflightRequests: 0 });
@@ -229,7 +229,7 @@ describe('a rebuild that never reached Redis', () => {
 
     const accepted = await Promise.all(Array.from({ length: 5 }, () => buy(saleId, `stale-${randomUUID()}`)));
     const worker = await sys.startWorker();
-    const finals = await Promise.all(accepted.filter((r) => r.status === 202).map((r) => sys.waitForFinal(r.body.requestId)));
+    const finals = await Promise.all(accepted.filter((r) => r.status === 202).map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     expect(finals.filter((f) => f.status === 'succeeded')).toHaveLength(stock);
     expect(await sys.stats(saleId)).toMatchObject({ remaining: 0, ordersInDatabase: stock, unitsInDatabase: stock, inflightRequests: 0 });
     const sale = await sys.api.deps.db.sale.findUniqueOrThrow({ where: { id: saleId } });

@@ -5,8 +5,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
-import { AdmitCode, Decision, admit, decide, defineScripts, load, release, withdraw } from '../core/redis/scripts.ts';
+import { idempotencyKey, purchaseKey, saleKeys } from '../core/redis/keys.ts';
+import { AdmitCode, Decision, WithdrawCode, admit, decide, defineScripts, load, release, withdraw } from '../core/redis/scripts.ts';
 
 const prefix = `fs:test-${randomBytes(4).toString('hex')}`;
 let redis: Redis;
@@ -31,10 +31,12 @@ async function newSale(stock: number, perUserLimit = 1, o: { startsAtMs?: number
 }
 
 function admitArgs(userId: string, quantity = 1, o: { requestId?: string; bodyHash?: string } = {}) {
-  return { requestId: o.requestId ?? randomUUID(), userId, quantity, nowMs: Date.now(), bodyHash: o.bodyHash ?? '', idemTtlS: 60 };
+  const requestId = o.requestId ?? randomUUID();
+  const state = { body: JSON.stringify({ requestId, userId, status: 'queued' }), version: 1, ttlS: 60 };
+  return { requestId, userId, quantity, nowMs: Date.now(), bodyHash: o.bodyHash ?? '', idemTtlS: 60, state };
 }
 
-describe('admit-6.lua', () => {
+describe('admit-8.lua', () => {
   it('when every unit is held by queued requests, then admission answers sold out and changes nothing', async () => {
     const { keys, saleId } = await newSale(2);
     const idem = idempotencyKey(prefix, saleId, '-', '');
@@ -70,9 +72,37 @@ describe('admit-6.lua', () => {
     const idem = idempotencyKey(prefix, saleId, 'carol', 'key-1');
     const first = admitArgs('carol', 1, { bodyHash: 'h1' });
     await admit(redis, keys, idem, first);
-    expect(await admit(redis, keys, idem, admitArgs('carol', 1, { bodyHash: 'h1' }))).toEqual({ code: AdmitCode.Replayed, value: first.requestId });
+    expect(await admit(redis, keys, idem, admitArgs('carol', 1, { bodyHash: 'h1' }))).toEqual({
+      code: AdmitCode.Replayed,
+      value: first.requestId,
+      original: { quantity: 1, epoch: '1', admittedAt: first.nowMs },
+      decision: undefined,
+    });
+    await decide(redis, keys, [{ requestId: first.requestId, userId: 'carol', quantity: 1, epoch: '1' }]);
+    expect(await admit(redis, keys, idem, admitArgs('carol', 1, { bodyHash: 'h1' }))).toMatchObject({ code: AdmitCode.Replayed, decision: Decision.Succeeded });
     expect((await admit(redis, keys, idem, admitArgs('carol', 2, { bodyHash: 'h2' }))).code).toBe(AdmitCode.IdempotencyKeyReused);
     expect(await redis.hget(keys.held, 'carol')).toBe('1');
+  });
+
+  it('when a request is admitted, then its queued state is stored in the same call, in the sale\'s slot', async () => {
+    const { keys, saleId } = await newSale(3);
+    const a = admitArgs('q');
+    await admit(redis, keys, idempotencyKey(prefix, saleId, 'q', ''), a);
+    expect(await redis.hgetall(purchaseKey(prefix, saleId, a.requestId))).toEqual({ version: '1', body: a.state.body });
+    const refused = admitArgs('q');
+    expect((await admit(redis, keys, idempotencyKey(prefix, saleId, 'q', ''), refused)).code).toBe(AdmitCode.Duplicate);
+    expect(await redis.exists(purchaseKey(prefix, saleId, refused.requestId))).toBe(0);
+  });
+
+  it('when an idempotency key names a withdrawn request, then the key is free again and the request is admitted afresh', async () => {
+    const { keys, saleId } = await newSale(3, 2);
+    const idem = idempotencyKey(prefix, saleId, 'wd', 'key');
+    const first = admitArgs('wd', 1, { bodyHash: 'h' });
+    await admit(redis, keys, idem, first);
+    await redis.hset(keys.decided, first.requestId, Decision.Withdrawn); // as a rebuild from PostgreSQL leaves it
+    const again = admitArgs('wd', 1, { bodyHash: 'h' });
+    expect(await admit(redis, keys, idem, again)).toEqual({ code: AdmitCode.Admitted, value: '1' });
+    expect((await redis.get(idem))?.split('|')[1]).toBe(again.requestId);
   });
 
   it('when the sale has not started or has ended, then admission says which', async () => {
@@ -138,8 +168,10 @@ describe('decide-5.lua', () => {
     const a = admitArgs('w');
     const idem = idempotencyKey(prefix, saleId, '-', '');
     await admit(redis, keys, idem, a);
-    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(true);
-    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toBe(false);
+    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toEqual({ code: WithdrawCode.Withdrawn, decision: Decision.Withdrawn });
+    expect(await withdraw(redis, keys, idem, { requestId: a.requestId, userId: 'w', quantity: 1 })).toEqual({ code: WithdrawCode.Decided, decision: Decision.Withdrawn });
+    expect(await redis.hget(keys.last, 'w')).toBeNull();
+    expect(await redis.exists(purchaseKey(prefix, saleId, a.requestId))).toBe(0);
     expect((await decide(redis, keys, [{ requestId: a.requestId, userId: 'w', quantity: 1, epoch }])).results[0]!.decision).toBe(Decision.Withdrawn);
     expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['5', '0']);
     expect(await redis.hget(keys.held, 'w')).toBeNull();
@@ -148,7 +180,7 @@ describe('decide-5.lua', () => {
   it('when a request admitted before a rebuild comes in, then it is checked against the rebuilt buyers', async () => {
     const saleId = randomUUID();
     const keys = saleKeys(prefix, saleId);
-    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['x', 1]], decisions: [] });
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['x', 1, randomUUID()]], decisions: [] });
     expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.OverLimit);
     expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.Succeeded);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
@@ -158,13 +190,13 @@ describe('decide-5.lua', () => {
     const saleId = randomUUID();
     const keys = saleKeys(prefix, saleId);
     const requestId = randomUUID();
-    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['z', 1]], decisions: [[requestId, Decision.Succeeded]] });
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['z', 1, randomUUID()]], decisions: [[requestId, Decision.Succeeded]] });
     expect((await decide(redis, keys, [{ requestId, userId: 'z', quantity: 1, epoch: 'e1' }])).results).toEqual([{ decision: Decision.Succeeded, replayed: true }]);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('4');
   });
 });
 
-describe('release-3.lua and load-5.lua', () => {
+describe('release-3.lua and load-6.lua', () => {
   it('when a success is released twice, then its units return once', async () => {
     const { keys, saleId, epoch } = await newSale(2);
     const a = admitArgs('r');
@@ -180,7 +212,7 @@ describe('release-3.lua and load-5.lua', () => {
   it('when a sale is loaded again with the same or an older epoch, then nothing changes; a newer epoch replaces it', async () => {
     const { keys } = await newSale(7);
     await redis.hset(keys.sale, 'remaining', 3);
-    const snapshot = { stock: 7, remaining: 6, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, buyers: [] as [string, number][], decisions: [] };
+    const snapshot = { stock: 7, remaining: 6, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, buyers: [] as [string, number, string][], decisions: [] };
     expect(await load(redis, keys, { ...snapshot, epoch: '1' })).toBe(false);
     expect(await load(redis, keys, { ...snapshot, epoch: '0' })).toBe(false);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
@@ -188,9 +220,43 @@ describe('release-3.lua and load-5.lua', () => {
     expect(await redis.hmget(keys.sale, 'remaining', 'epoch')).toEqual(['6', '10']);
   });
 
+  it('when a sale is rebuilt, then each buyer\'s latest order is what a duplicate request is told', async () => {
+    const saleId = randomUUID();
+    const keys = saleKeys(prefix, saleId);
+    const order = randomUUID();
+    await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '3', buyers: [['dup', 1, order]], decisions: [] });
+    expect(await admit(redis, keys, idempotencyKey(prefix, saleId, 'dup', ''), admitArgs('dup'))).toEqual({ code: AdmitCode.Duplicate, value: order });
+  });
+
+  it('when a request is decided before its withdrawal arrives, then the withdrawal changes nothing and says so', async () => {
+    const { keys, saleId, epoch } = await newSale(2);
+    const a = admitArgs('late');
+    const idem = idempotencyKey(prefix, saleId, 'late', '');
+    await admit(redis, keys, idem, a);
+    await decide(redis, keys, [{ requestId: a.requestId, userId: 'late', quantity: 1, epoch }]);
+    expect(await withdraw(redis, keys, idem, a)).toEqual({ code: WithdrawCode.Decided, decision: Decision.Succeeded });
+    expect(await redis.hmget(keys.sale, 'remaining', 'pending')).toEqual(['1', '0']);
+    expect(await redis.hget(keys.held, 'late')).toBe('1');
+  });
+
+  it('when a request admitted before a rebuild is withdrawn, then its message is dropped by the rebuilt Redis', async () => {
+    const { keys, saleId } = await newSale(2);
+    const m = { requestId: randomUUID(), userId: 'old', quantity: 1 };
+    expect(await withdraw(redis, keys, idempotencyKey(prefix, saleId, 'old', ''), m)).toEqual({ code: WithdrawCode.Marked, decision: Decision.Withdrawn });
+    expect((await decide(redis, keys, [{ ...m, epoch: 'before-the-rebuild' }])).results[0]).toEqual({ decision: Decision.Withdrawn, replayed: true });
+    expect(await redis.hget(keys.sale, 'remaining')).toBe('2');
+  });
+
+  it('never lets two different (shopper, key) pairs share an idempotency key', () => {
+    expect(idempotencyKey(prefix, 'abc', 'tenant', 'bob:K')).not.toBe(idempotencyKey(prefix, 'abc', 'tenant:bob', 'K'));
+    expect(idempotencyKey(prefix, 'abc', 'a', 'b|c')).not.toBe(idempotencyKey(prefix, 'abc', 'a|b', 'c'));
+  });
+
   it('keeps every key of one sale in one cluster slot (hash tag {saleId})', () => {
     const { prefix: _p, saleId: _s, ...keys } = saleKeys(prefix, 'abc');
     expect(Object.keys(keys)).toHaveLength(6);
-    for (const k of [...Object.values(keys), idempotencyKey(prefix, 'abc', 'u', 'k')]) expect(k).toMatch(/^[^{]*\{abc\}/);
+    for (const k of [...Object.values(keys), idempotencyKey(prefix, 'abc', 'u', 'k'), purchaseKey(prefix, 'abc', randomUUID())]) {
+      expect(k).toMatch(/^[^{]*\{abc\}/);
+    }
   });
 });

@@ -95,7 +95,7 @@ describe('demo page', () => {
       .set('Authorization', `Bearer ${await sys!.token(freshUser())}`)
       .send({});
     expect(first.status).toBe(202);
-    expect((await sys!.waitForFinal(first.body.requestId)).status).toBe('succeeded');
+    expect((await sys!.waitForFinal(saleId, first.body.requestId)).status).toBe('succeeded');
 
     const { page, errors, close } = await openSale(saleId);
     try {

@@ -28,7 +28,8 @@ export interface DecidedPurchase {
 
 /** The decision PostgreSQL holds for a request after the batch. */
 export interface PersistedDecision {
-  status: FinalStatus;
+  /** `withdrawn`: the API withdrew the request before it answered 503 (see api/withdraw-admission.ts): drop it. */
+  status: FinalStatus | 'withdrawn';
   reason?: string;
   orderId?: string;
   /** Set on success: when the reservation expires unless paid. */
@@ -63,7 +64,7 @@ export async function persistDecisions(
   const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
   const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
   const rows = await db.$queryRaw<
-    { request_id: string; status: FinalStatus | null; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
+    { request_id: string; status: PersistedDecision['status'] | null; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
   >`
     WITH decided AS (
       SELECT * FROM unnest(${col('requestId')}::uuid[], ${col('saleId')}::uuid[], ${col('userId')}::text[],

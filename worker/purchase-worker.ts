@@ -21,7 +21,7 @@ import { FINAL_VERSION, stateWrite, writeState, type PurchaseState } from '../co
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { Decision, decide, putState, release, withdraw, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
-import { persistDecisions, type DecidedPurchase, type FinalStatus } from './persist.ts';
+import { persistDecisions, type DecidedPurchase, type FinalStatus, type PersistedDecision } from './persist.ts';
 
 export type WorkerDeps = CoreDeps;
 
@@ -35,6 +35,14 @@ interface Item {
 const REASONS: Partial<Record<FinalStatus, string>> = {
   sold_out: 'Every unit is sold.',
   rejected: 'You already hold the most this sale allows per shopper.',
+};
+
+/** The decision Redis records when it gives back units PostgreSQL says are not the shopper's. */
+const RELEASED_AS: Record<Exclude<PersistedDecision['status'], 'succeeded'>, Decision> = {
+  sold_out: Decision.SoldOut,
+  rejected: Decision.OverLimit,
+  failed: Decision.Failed,
+  withdrawn: Decision.Withdrawn,
 };
 
 const STATUS_OF: Record<number, FinalStatus> = {
@@ -250,15 +258,20 @@ export class PurchaseWorker extends EventEmitter {
     // expiry is idempotent), so a crash between the two never leaves a reservation that cannot expire.
     const now = new Date().toISOString();
     const done: { it: Item; state: PurchaseState }[] = [];
+    const withdrawn: Item[] = [];
     const reservations: Reservation[] = [];
     for (const { it, r } of unique) {
       const pg = decisions.get(it.m.requestId);
       if (!pg) continue; // stale
       if (!pg.fresh && !r.replayed && r.decision === Decision.Succeeded && pg.status !== 'succeeded') {
-        // Redis took units for a request PostgreSQL had already decided otherwise: give them back.
-        const as = pg.status === 'failed' ? Decision.Failed : pg.status === 'rejected' ? Decision.OverLimit : Decision.SoldOut;
-        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as });
-        this.d.logger.error({ requestId: it.m.requestId, pg: pg.status }, 'Redis decided a request PostgreSQL had decided');
+        // Redis took units for a request PostgreSQL had already decided otherwise, or that the API withdrew (its
+        // shopper was told 503) before Redis lost that: give them back.
+        await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as: RELEASED_AS[pg.status] });
+        if (pg.status !== 'withdrawn') this.d.logger.error({ requestId: it.m.requestId, pg: pg.status }, 'Redis decided a request PostgreSQL had decided');
+      }
+      if (pg.status === 'withdrawn') {
+        withdrawn.push(it);
+        continue;
       }
       done.push({
         it,
@@ -282,15 +295,17 @@ export class PurchaseWorker extends EventEmitter {
     }
     if (reservations.length) await this.scheduleExpiry(reservations);
 
-    const pipeline = redis.pipeline();
-    for (const { state } of done) {
+    // Issued together, the writes share round trips: ioredis auto-pipelining groups them per connection (per shard
+    // on a Redis Cluster, where a batch's sales may live on different shards).
+    await Promise.all(done.map(({ state }) => {
       const w = stateWrite(prefix, state);
-      void putState(pipeline, w.key, w.args);
-    }
-    const written = await pipeline.exec();
-    const failed = written?.find(([err]) => err);
-    if (failed) throw failed[0];
+      return putState(redis, w.key, w.args);
+    }));
 
+    for (const it of withdrawn) {
+      this.ack(it);
+      for (const twin of twins.get(it.m.requestId) ?? []) this.ack(twin);
+    }
     for (const { it, state } of done) {
       this.ack(it);
       for (const twin of twins.get(it.m.requestId) ?? []) this.ack(twin);
@@ -369,6 +384,7 @@ export class PurchaseWorker extends EventEmitter {
     // The worker does not know the request's Idempotency-Key: keeping it lets a retry with it replay this failure.
     await withdraw(redis, keys, idempotencyKey(prefix, it.m.saleId, it.m.userId, ''), it.m);
     await release(redis, keys, { ...it.m, as: Decision.Failed });
+    await redis.hset(keys.decided, it.m.requestId, Decision.Failed); // failed, not withdrawn: its shopper had a 202
     const state: PurchaseState = {
       requestId: it.m.requestId,
       saleId: it.m.saleId,

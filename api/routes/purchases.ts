@@ -1,5 +1,8 @@
 /**
  * Purchase routes: request a purchase (202), read its state (ETag, 304), follow it over Server-Sent Events.
+ * A purchase lives under its sale (`/api/sales/:saleId/purchases/:requestId`): its state is in the sale's Redis
+ * slot. Links without the sale id (`/api/purchases/:requestId`, from older builds) are still answered for decided
+ * purchases, whose sale PostgreSQL knows.
  */
 import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
@@ -7,7 +10,7 @@ import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.t
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
-import { getPurchase, requestPurchase } from '../purchase-service.ts';
+import { getPurchase, requestPurchase, saleOfDecidedPurchase } from '../purchase-service.ts';
 import { isUuid, parse } from '../validate.ts';
 
 /** One instance serves every sold-out answer: an AppError is immutable. */
@@ -44,7 +47,7 @@ export function purchaseRoutes(d: ApiDeps): Router {
     const keyHeader = req.get('Idempotency-Key');
     const idempotencyKey = keyHeader === undefined ? undefined : parse(idempotencyKeyHeader, keyHeader, 'header');
     const accepted = await requestPurchase(d, { saleId, userId: req.userId!, quantity: body.quantity, idempotencyKey });
-    const statusUrl = `/api/purchases/${accepted.requestId}`;
+    const statusUrl = `/api/sales/${saleId}/purchases/${accepted.requestId}`;
     if (accepted.replayed) res.set('Idempotent-Replayed', 'true');
     res.status(202).location(statusUrl).json({
       requestId: accepted.requestId,
@@ -55,9 +58,9 @@ export function purchaseRoutes(d: ApiDeps): Router {
     });
   }));
 
-  r.get('/api/purchases/:requestId', shopper, answering(async (req, res) => {
-    const requestId = requestIdParam(req.params.requestId);
-    const state = await getPurchase(d, requestId, req.userId!);
+  const read: RequestHandler = answering(async (req, res) => {
+    const { saleId, requestId } = await purchaseParams(d, req.params);
+    const state = await getPurchase(d, saleId, requestId, req.userId!);
     const etag = etagOf(state);
     res.set({ ETag: etag, 'Cache-Control': 'private, no-cache' });
     if (req.get('If-None-Match')?.split(/\s*,\s*/).includes(etag)) {
@@ -65,20 +68,32 @@ export function purchaseRoutes(d: ApiDeps): Router {
       return;
     }
     res.json(toView(state));
-  }));
-
-  r.get('/api/purchases/:requestId/events', shopper, answering(async (req, res) => {
-    const requestId = requestIdParam(req.params.requestId);
-    await streamPurchase(d, requestId, req.userId!, lastEventId(req.get('Last-Event-ID') ?? req.query.lastEventId), res);
-  }));
+  });
+  const follow: RequestHandler = answering(async (req, res) => {
+    const { saleId, requestId } = await purchaseParams(d, req.params);
+    await streamPurchase(d, saleId, requestId, req.userId!, lastEventId(req.get('Last-Event-ID') ?? req.query.lastEventId), res);
+  });
+  r.get('/api/sales/:saleId/purchases/:requestId', shopper, read);
+  r.get('/api/sales/:saleId/purchases/:requestId/events', shopper, follow);
+  r.get('/api/purchases/:requestId', shopper, read);
+  r.get('/api/purchases/:requestId/events', shopper, follow);
 
   return r;
 }
 
-function requestIdParam(value: unknown): string {
-  const id = String(value);
-  if (!isUuid(id)) throw problems.notFound(`No purchase request ${id}.`);
-  return id;
+/** The purchase a route names; without a sale id, the sale of a decided purchase. @throws AppError 404. */
+async function purchaseParams(d: ApiDeps, params: Record<string, unknown>): Promise<{ saleId: string; requestId: string }> {
+  const requestId = String(params.requestId);
+  const notFound = () => problems.notFound(`No purchase request ${requestId}.`);
+  if (!isUuid(requestId)) throw notFound();
+  if (params.saleId === undefined) {
+    const saleId = await saleOfDecidedPurchase(d, requestId);
+    if (!saleId) throw notFound();
+    return { saleId, requestId };
+  }
+  const saleId = String(params.saleId);
+  if (!isUuid(saleId)) throw notFound();
+  return { saleId, requestId };
 }
 
 function lastEventId(value: unknown): number {
@@ -93,7 +108,7 @@ function lastEventId(value: unknown): number {
  * (its owner not yet checked, its headers not yet sent) are held back and the newest is sent first. Source of the
  * protocol: https://html.spec.whatwg.org/multipage/server-sent-events.html
  */
-async function streamPurchase(d: ApiDeps, requestId: string, userId: string, after: number, res: Response): Promise<void> {
+async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, userId: string, after: number, res: Response): Promise<void> {
   let sent = after;
   let open = false;
   let closed = false;
@@ -118,15 +133,15 @@ async function streamPurchase(d: ApiDeps, requestId: string, userId: string, aft
     if (isFinal(s.status)) close();
   };
   const refresh = () => {
-    getPurchase(d, requestId, userId).then(send, () => undefined);
+    getPurchase(d, saleId, requestId, userId).then(send, () => undefined);
   };
   res.on('close', close); // the client may leave while we subscribe and read
 
-  unsubscribe = await d.events.subscribe(requestId, (s) => (s === 'resync' ? refresh() : s.requestId === requestId && send(s)));
+  unsubscribe = await d.events.subscribe(saleId, requestId, (s) => (s === 'resync' ? refresh() : s.requestId === requestId && send(s)));
   if (closed) return unsubscribe();
   let state: PurchaseState;
   try {
-    state = await getPurchase(d, requestId, userId);
+    state = await getPurchase(d, saleId, requestId, userId);
   } catch (err) {
     closed = true;
     unsubscribe();

@@ -1,10 +1,16 @@
 /**
- * Redis key layout. Every key one script touches carries the sale's hash tag `{saleId}`, so a Redis Cluster keeps
- * them in one slot and the scripts stay atomic there (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
- * The prefix carries a version (`fs:v1`) so that two incompatible builds never read each other's data.
+ * Redis key layout. Every key of a sale, and of every purchase request made in it, carries the sale's hash tag
+ * `{saleId}`, so a Redis Cluster keeps them in one slot: the scripts stay atomic there, the admission script can
+ * write the request's queued state in the same call, and a purchase's notifications go over sharded pub/sub to the
+ * shard that holds them (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags).
+ * The few keys that belong to no sale carry a tag of their own. The prefix carries a version (`fs:v2`) so that two
+ * incompatible builds never read each other's data.
+ *
+ * The price of the layout: one hot sale lives on one shard (its slot), whatever the cluster's size.
  */
+import { createHash } from 'node:crypto';
 
-/** The keys of one sale's hot state. Field meanings are documented in `scripts/admit-6.lua`. */
+/** The keys of one sale's hot state. Field meanings are documented in `scripts/admit-7.lua`. */
 export interface SaleKeys {
   /** The key prefix and sale these keys belong to. */
   prefix: string;
@@ -23,7 +29,7 @@ export interface SaleKeys {
   decided: string;
 }
 
-/** Builds the keys of sale `saleId` under `prefix` (e.g. `fs:v1`). */
+/** Builds the keys of sale `saleId` under `prefix` (e.g. `fs:v2`). */
 export function saleKeys(prefix: string, saleId: string): SaleKeys {
   const base = `${prefix}:sale:{${saleId}}`;
   return {
@@ -38,27 +44,35 @@ export function saleKeys(prefix: string, saleId: string): SaleKeys {
   };
 }
 
-/** String key remembering an Idempotency-Key of one shopper for one sale. */
+/**
+ * String key remembering an Idempotency-Key of one shopper for one sale. The shopper and the key are hashed
+ * together with the shopper id's length in front, so no two different (shopper, key) pairs can share a Redis key
+ * (`tenant` + `bob:K` and `tenant:bob` + `K` differ).
+ */
 export function idempotencyKey(prefix: string, saleId: string, userId: string, key: string): string {
-  return `${prefix}:sale:{${saleId}}:idem:${userId}:${key}`;
+  const digest = createHash('sha256').update(`${userId.length}:${userId}|${key}`).digest('base64url');
+  return `${prefix}:sale:{${saleId}}:idem:${digest}`;
 }
 
-/** Hash holding the shopper-visible state of one purchase request (its own slot: it is read by requestId alone). */
-export function purchaseKey(prefix: string, requestId: string): string {
-  return `${prefix}:purchase:{${requestId}}`;
+/** Hash holding the shopper-visible state of one purchase request, in its sale's slot. */
+export function purchaseKey(prefix: string, saleId: string, requestId: string): string {
+  return `${prefix}:sale:{${saleId}}:purchase:${requestId}`;
 }
 
-/** Pub/sub channel announcing each new version of a purchase's state, to every API node. */
-export function purchaseChannel(prefix: string, requestId: string): string {
-  return `${prefix}:purchase:{${requestId}}:events`;
+/** Sharded pub/sub channel announcing each new version of a purchase's state (in its sale's slot). */
+export function purchaseChannel(prefix: string, saleId: string, requestId: string): string {
+  return `${prefix}:sale:{${saleId}}:purchase:${requestId}`;
 }
 
 /** Set of the ids of every sale loaded into Redis, walked by the worker's sweeper. */
 export function loadedSalesKey(prefix: string): string {
-  return `${prefix}:sales`;
+  return `${prefix}:{sales}:loaded`;
 }
 
-/** Pub/sub channel announcing (message: the sale id) that units of a sale went back on sale. */
+/**
+ * Pub/sub channel announcing (message: the sale id) that units of a sale went back on sale. Plain pub/sub on
+ * purpose: every API node wants every sale's notice, and it is rare.
+ */
 export function stockChannel(prefix: string): string {
   return `${prefix}:stock-returned`;
 }

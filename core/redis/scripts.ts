@@ -6,14 +6,14 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Redis } from 'ioredis';
-import { stockChannel, type SaleKeys } from './keys.ts';
+import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
-const SCRIPT_VERSION = 'v1';
-const scripts = { admit: 6, decide: 5, release: 3, withdraw: 5, load: 5, 'put-state': 1 } as const;
+const SCRIPT_VERSION = 'v2';
+const scripts = { admit: 8, decide: 5, release: 3, withdraw: 8, load: 6, 'put-state': 1 } as const;
 type ScriptName = keyof typeof scripts;
 const commandName = (name: ScriptName) => `fs_${name.replace('-', '_')}_${SCRIPT_VERSION}`;
 
-/** Outcome codes of `admit-6.lua`. */
+/** Outcome codes of `admit-8.lua`. */
 export enum AdmitCode {
   Admitted = 0,
   Replayed = 1,
@@ -36,11 +36,21 @@ export enum Decision {
   Failed = 6,
 }
 
-export interface AdmitResult {
-  code: AdmitCode;
-  /** Epoch, replayed requestId, "upcoming"/"ended", limit or duplicate requestId, depending on the code. */
-  value: string;
-}
+export type AdmitResult =
+  | {
+      code: AdmitCode.Replayed;
+      /** The request first admitted with this idempotency key. */
+      value: string;
+      /** What it was admitted with, to publish it again: units, the sale's epoch, admission time (ms). */
+      original: { quantity: number; epoch: string; admittedAt: number };
+      /** Its decision, when Redis has one. */
+      decision: Decision | undefined;
+    }
+  | {
+      code: Exclude<AdmitCode, AdmitCode.Replayed>;
+      /** Epoch, "upcoming"/"ended", limit or duplicate requestId, depending on the code. */
+      value: string;
+    };
 
 export interface DecideResult {
   decision: Decision;
@@ -76,25 +86,58 @@ function integer(reply: unknown, script: string): number {
   throw new Error(`Unexpected reply from ${script}: ${JSON.stringify(reply)}`);
 }
 
+/** The keys an admission and a withdrawal touch, in the order of `admit-8.lua`'s header. */
+function admissionKeys(keys: SaleKeys, idemKey: string, requestId: string): string[] {
+  return [keys.sale, keys.held, keys.last, keys.inflight, keys.requests, keys.decided, idemKey, purchaseKey(keys.prefix, keys.saleId, requestId)];
+}
+
 /**
- * Admits a purchase request (see `admit-6.lua`).
+ * Admits a purchase request and stores its queued state (see `admit-8.lua`).
  * @param idemKey - the idempotency key's Redis key (any key of the sale's slot when the request has none).
- * @param a - `bodyHash` is "" when the request has no Idempotency-Key; `nowMs` in ms; `idemTtlS` in s.
+ * @param a - `bodyHash` is "" when the request has no Idempotency-Key; `nowMs` in ms; `idemTtlS` in s; `state` is
+ *   the queued state to store (body JSON, version, TTL in s).
+ * @throws Error on a reply of an unexpected shape.
  */
 export async function admit(
   redis: Redis,
   keys: SaleKeys,
   idemKey: string,
-  a: { requestId: string; userId: string; quantity: number; nowMs: number; bodyHash: string; idemTtlS: number },
+  a: {
+    requestId: string;
+    userId: string;
+    quantity: number;
+    nowMs: number;
+    bodyHash: string;
+    idemTtlS: number;
+    state: { body: string; version: number; ttlS: number };
+  },
 ): Promise<AdmitResult> {
-  const reply = await run(
-    redis,
-    'admit',
-    [keys.sale, keys.held, keys.last, keys.inflight, keys.requests, idemKey],
-    [a.requestId, a.userId, a.quantity, a.nowMs, a.bodyHash, a.idemTtlS],
-  );
-  const [code, value] = pair(reply, 'admit');
-  return { code, value };
+  const reply = await run(redis, 'admit', admissionKeys(keys, idemKey, a.requestId), [
+    a.requestId,
+    a.userId,
+    a.quantity,
+    a.nowMs,
+    a.bodyHash,
+    a.idemTtlS,
+    a.state.body,
+    a.state.version,
+    a.state.ttlS,
+  ]);
+  if (!Array.isArray(reply) || typeof reply[0] !== 'number' || reply.length < 2) throw unexpected('admit', reply);
+  const code = reply[0] as AdmitCode;
+  if (code !== AdmitCode.Replayed) return { code, value: String(reply[1]) };
+  if (reply.length !== 6) throw unexpected('admit', reply);
+  const [, requestId, quantity, epoch, admittedAt, decision] = reply.map(String);
+  return {
+    code,
+    value: requestId!,
+    original: { quantity: Number(quantity), epoch: epoch!, admittedAt: Number(admittedAt) },
+    decision: decision === '' ? undefined : (Number(decision) as Decision),
+  };
+}
+
+function unexpected(script: string, reply: unknown): Error {
+  return new Error(`Unexpected reply from ${script}: ${JSON.stringify(reply)}`);
 }
 
 /** Arguments of one decision: the purchase message's fields. */
@@ -143,19 +186,29 @@ export async function release(
   return integer(reply, 'release') === 1;
 }
 
-/** Withdraws an admission whose publish failed (see `withdraw-5.lua`). @returns true when withdrawn. */
+/** Outcomes of `withdraw-8.lua`. */
+export enum WithdrawCode {
+  /** The request had been decided before; see `decision`. */
+  Decided = 0,
+  /** It was inflight; everything it held is released and it is marked withdrawn. */
+  Withdrawn = 1,
+  /** It was not inflight (Redis was rebuilt since its admission): it is marked withdrawn. */
+  Marked = 2,
+}
+
+/**
+ * Withdraws an admission the API could not confirm in the queue (see `withdraw-8.lua`).
+ * @returns the outcome and the decision Redis now holds for the request (Decision.Withdrawn unless decided before).
+ * @throws Error on a reply of an unexpected shape, or when Redis is unavailable.
+ */
 export async function withdraw(
   redis: Redis,
   keys: SaleKeys,
   idemKey: string,
   a: { requestId: string; userId: string; quantity: number },
-): Promise<boolean> {
-  const reply = await run(redis, 'withdraw', [keys.sale, keys.held, keys.inflight, keys.requests, idemKey], [
-    a.requestId,
-    a.userId,
-    a.quantity,
-  ]);
-  return integer(reply, 'withdraw') === 1;
+): Promise<{ code: WithdrawCode; decision: Decision }> {
+  const [code, decision] = pair(await run(redis, 'withdraw', admissionKeys(keys, idemKey, a.requestId), [a.requestId, a.userId, a.quantity]), 'withdraw');
+  return { code: code as WithdrawCode, decision: Number(decision) as Decision };
 }
 
 /** A sale's state as PostgreSQL holds it, to load into Redis. */
@@ -168,15 +221,15 @@ export interface SaleSnapshot {
   endsAtMs: number;
   /** PostgreSQL's `sales.epoch` for this load (a growing integer). */
   epoch: string;
-  /** userId -> units held by active orders. */
-  buyers: [string, number][];
+  /** userId, units held by active orders, requestId of the latest of those orders. */
+  buyers: [string, number, string][];
   /** requestId -> decision code, for every decision PostgreSQL holds. */
   decisions: [string, Decision][];
 }
 
-/** Loads a sale unless it is loaded with this epoch or a newer one (see `load-5.lua`). @returns true when loaded. */
+/** Loads a sale unless it is loaded with this epoch or a newer one (see `load-6.lua`). @returns true when loaded. */
 export async function load(redis: Redis, keys: SaleKeys, s: SaleSnapshot): Promise<boolean> {
-  const reply = await run(redis, 'load', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], [
+  const reply = await run(redis, 'load', [keys.sale, keys.held, keys.last, keys.inflight, keys.requests, keys.decided], [
     s.stock,
     s.remaining,
     s.perUserLimit,

@@ -30,7 +30,7 @@ export interface TestSystem {
   /** Mints a shopper token. */
   token(userId: string): Promise<string>;
   /** Resolves with the final state of a request (subscribes first, then reads: never misses the result). */
-  waitForFinal(requestId: string): Promise<PurchaseState>;
+  waitForFinal(saleId: string, requestId: string): Promise<PurchaseState>;
   stats(saleId: string): Promise<Record<string, any>>;
   /**
    * Asserts the sale invariant, remaining + units in active orders == stock, for every sale created since the
@@ -106,7 +106,7 @@ export async function startSystem(
     async token(userId) {
       return (await mintToken(config.JWT_SECRET, userId, 3600)).token;
     },
-    waitForFinal(requestId) {
+    waitForFinal(saleId, requestId) {
       return new Promise<PurchaseState>((resolve, reject) => {
         let unsubscribe: (() => void) | undefined;
         let done = false;
@@ -116,9 +116,9 @@ export async function startSystem(
           unsubscribe?.();
           resolve(s);
         };
-        const check = () => readState(redis, config.REDIS_KEY_PREFIX, requestId).then((s) => s && finish(s), reject);
+        const check = () => readState(redis, config.REDIS_KEY_PREFIX, saleId, requestId).then((s) => s && finish(s), reject);
         api.deps.events
-          .subscribe(requestId, (s) => (s === 'resync' ? check() : finish(s)))
+          .subscribe(saleId, requestId, (s) => (s === 'resync' ? check() : finish(s)))
           .then((u) => {
             unsubscribe = u;
             if (done) u();

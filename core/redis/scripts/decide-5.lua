@@ -4,7 +4,7 @@
   Idempotent per requestId: a redelivered message, or a command ioredis re-sends after a reconnect, gets the first
   decision back and changes nothing.
 
-  KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] inflight zset  KEYS[4] requests hash  (see admit-6.lua)
+  KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] inflight zset  KEYS[4] requests hash  (see admit-8.lua)
   KEYS[5] decided hash     requestId -> decision code
   ARGV    groups of four: requestId, userId, quantity, the sale's epoch when the request was admitted
 
