@@ -35,6 +35,11 @@ export interface Accepted {
 const UNKNOWN_SALE_TTL_MS = 5000;
 const unknownSales = new Map<string, number>();
 
+/** What an Idempotency-Key is bound to: the request's sale and quantity (a key reused with others is refused). */
+export function idempotencyBodyHash(saleId: string, quantity: number): string {
+  return createHash('sha256').update(`${saleId}|${quantity}`).digest('base64url');
+}
+
 /**
  * Admits and enqueues a purchase.
  * @throws AppError 404 sale-not-found, 409 sale-not-active | duplicate-purchase | sold-out, 400 validation-error,
@@ -48,7 +53,7 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
 
   const keys = saleKeys(prefix, saleId);
   const idemKey = idempotencyKey(prefix, saleId, userId, input.idempotencyKey ?? '');
-  const bodyHash = input.idempotencyKey ? createHash('sha256').update(`${saleId}|${quantity}`).digest('base64url') : '';
+  const bodyHash = input.idempotencyKey ? idempotencyBodyHash(saleId, quantity) : '';
   const requestId = randomUUID();
 
   for (let attempt = 0; ; attempt++) {

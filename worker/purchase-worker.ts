@@ -57,7 +57,8 @@ const STATUS_OF: Record<number, FinalStatus> = {
 const MAX_CONCURRENT_BATCHES = 4;
 
 /**
- * Emits `decided` (PurchaseState) for each result written, `retried` (requestId, attempt), `dead-lettered`
+ * Emits `decided` (PurchaseState) for each result written, `withdrawn` (requestId) for each message of a withdrawn
+ * admission it dropped, `retried` (requestId, attempt), `dead-lettered`
  * (id or null, reason), `expired` (orderId, ExpireResult), `batch` ({ size, ms }).
  */
 export class PurchaseWorker extends EventEmitter {
@@ -230,6 +231,7 @@ export class PurchaseWorker extends EventEmitter {
     for (const [it, r] of decided) {
       if (r.decision === Decision.Withdrawn) {
         this.ack(it);
+        this.emit('withdrawn', it.m.requestId);
         continue;
       }
       const status = STATUS_OF[r.decision];
@@ -305,6 +307,7 @@ export class PurchaseWorker extends EventEmitter {
     for (const it of withdrawn) {
       this.ack(it);
       for (const twin of twins.get(it.m.requestId) ?? []) this.ack(twin);
+      this.emit('withdrawn', it.m.requestId);
     }
     for (const { it, state } of done) {
       this.ack(it);

@@ -1,6 +1,8 @@
 /**
  * A TCP proxy in front of a real service that a test can cut and restore: an outage of PostgreSQL (or any
- * dependency) for one process under test, without stopping the service the other test files share.
+ * dependency) for one process under test, without stopping the service the other test files share. It can also
+ * go deaf one way (`muteReplies`): what the client sends still arrives, the service's answers are dropped, as when
+ * a connection dies after a frame left (a publish stored by the broker whose confirm never comes back).
  */
 import net from 'node:net';
 
@@ -8,12 +10,15 @@ export interface TcpProxy {
   port: number;
   /** Drops every open connection and refuses new ones. */
   cut(): void;
+  /** From now on drops what the service sends back on open connections (the client's bytes still arrive). */
+  muteReplies(): void;
   restore(): void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let up = true;
+  let muted = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     if (!up) return client.destroy();
@@ -27,7 +32,8 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream).pipe(client);
+    client.on('data', (chunk) => upstream.write(chunk));
+    upstream.on('data', (chunk) => muted || client.write(chunk));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -37,8 +43,12 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       for (const s of sockets) s.destroy();
       sockets.clear();
     },
+    muteReplies() {
+      muted = true;
+    },
     restore() {
       up = true;
+      muted = false;
     },
     close() {
       for (const s of sockets) s.destroy();
