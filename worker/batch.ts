@@ -1,0 +1,175 @@
+/**
+ * One batch of purchases: one decide script call per sale, one PostgreSQL statement (fenced by the sale's epoch,
+ * see persist.ts), one expiry message, the result writes, then the acks. A message is acknowledged only after its
+ * decision is in PostgreSQL and its result is in Redis, so a crash at any point means a redelivery, which every step
+ * absorbs (the script and the writes are idempotent per request id). Delivery is at-least-once; the effect is
+ * exactly-once.
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { FINAL_STATUS_HEADER, purchaseMessageSchema, type Reservation } from '../core/messages.ts';
+import { FINAL_VERSION, stateWrite, type PurchaseState } from '../core/purchase-state.ts';
+import { saleKeys } from '../core/redis/keys.ts';
+import { Decision, putState, release, type DecideResult } from '../core/redis/scripts.ts';
+import { loadSale } from '../core/sales.ts';
+import type { Item, WorkerContext } from './context.ts';
+import { deadLetter } from './dead-letters.ts';
+import { decideAll } from './decide.ts';
+import { scheduleExpiry } from './expiry.ts';
+import { persistDecisions, type DecidedPurchase, type FinalStatus, type PersistedDecision } from './persist.ts';
+import { recordFailure, retryOrFail } from './retry-policy.ts';
+import { attemptOf, parseWith, settle } from './settle.ts';
+
+const REASONS: Partial<Record<FinalStatus, string>> = {
+  sold_out: 'Every unit is sold.',
+  rejected: 'You already hold the most this sale allows per shopper.',
+};
+
+/** The decision Redis records when it gives back units PostgreSQL says are not the shopper's. */
+const RELEASED_AS: Record<Exclude<PersistedDecision['status'], 'succeeded'>, Decision> = {
+  sold_out: Decision.SoldOut,
+  rejected: Decision.OverLimit,
+  failed: Decision.Failed,
+  withdrawn: Decision.Withdrawn,
+};
+
+const STATUS_OF: Record<number, FinalStatus> = {
+  [Decision.Succeeded]: 'succeeded',
+  [Decision.SoldOut]: 'sold_out',
+  [Decision.OverLimit]: 'rejected',
+  [Decision.Expired]: 'succeeded',
+  [Decision.Failed]: 'failed',
+};
+
+/**
+ * Processes one batch of deliveries (see the file header). Never throws: a transient failure sends the batch's
+ * purchases through the retry policy.
+ */
+export async function processBatch(w: WorkerContext, raw: { ch: Channel; msg: ConsumeMessage }[]): Promise<void> {
+  const items: Item[] = [];
+  for (const { ch, msg } of raw) {
+    const parsed = parseWith(purchaseMessageSchema, msg);
+    if (typeof parsed === 'string') await deadLetter(w, ch, msg, null, `poison message: ${parsed}`);
+    else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
+  }
+  const failedBefore = items.filter((it) => it.msg.properties.headers?.[FINAL_STATUS_HEADER] === 'failed');
+  const toDecide = failedBefore.length ? items.filter((it) => !failedBefore.includes(it)) : items;
+  if (items.length === 0) return;
+  try {
+    for (const it of failedBefore) await recordFailure(w, it);
+    if (toDecide.length) await decideAndPersist(w, toDecide);
+  } catch (err) {
+    w.d.logger.warn({ err: (err as Error).message, size: items.length }, 'transient failure; retrying the batch later');
+    await Promise.all(items.map((it) => retryOrFail(w, it, (err as Error).message)));
+  }
+}
+
+async function decideAndPersist(w: WorkerContext, items: Item[]): Promise<void> {
+  let pending = items;
+  for (let round = 0; pending.length > 0; round++) {
+    if (round === 3) throw new Error(`${pending.length} decisions went stale three times: the sale keeps being rebuilt`);
+    const stale = await decideRound(w, pending);
+    // Decided under an epoch PostgreSQL has moved past: Redis is behind (another process rebuilt the sale and
+    // has not loaded it yet, or died before it did). Load the newest state, then decide those again.
+    for (const saleId of new Set(stale.map((it) => it.m.saleId))) {
+      w.d.logger.warn({ saleId, count: stale.length }, 'decisions of an older epoch refused by PostgreSQL; reloading the sale');
+      await loadSale(w.d.db, w.d.redis, w.d.config.REDIS_KEY_PREFIX, saleId, { force: true });
+    }
+    pending = stale;
+  }
+}
+
+/** Decides, persists, schedules expiries, writes results and acks; @returns the items PostgreSQL found stale. */
+async function decideRound(w: WorkerContext, items: Item[]): Promise<Item[]> {
+  const { redis, db, config } = w.d;
+  const prefix = config.REDIS_KEY_PREFIX;
+  const decided = await decideAll(w, items);
+
+  const toPersist: { it: Item; r: DecideResult; p: DecidedPurchase }[] = [];
+  for (const [it, r] of decided) {
+    if (r.decision === Decision.Withdrawn) {
+      settle(it.ch, it.msg, 'ack');
+      w.emit('withdrawn', it.m.requestId);
+      continue;
+    }
+    const status = STATUS_OF[r.decision];
+    if (!status) throw new Error(`Unexpected decision ${r.decision} for ${it.m.requestId}`);
+    const { requestId, saleId, userId, quantity } = it.m;
+    const reason = REASONS[status];
+    toPersist.push({ it, r, p: { requestId, saleId, userId, quantity, status, epoch: r.epoch, ...(reason ? { reason } : {}) } });
+  }
+  if (toPersist.length === 0) return [];
+  // The same request twice in one batch (a redelivery, or the sweeper's re-publish): write it once, settle both.
+  const twins = new Map<string, Item[]>();
+  const seen = new Set<string>();
+  const unique = toPersist.filter(({ it, p }) => {
+    if (!seen.has(p.requestId)) {
+      seen.add(p.requestId);
+      return true;
+    }
+    twins.set(p.requestId, [...(twins.get(p.requestId) ?? []), it]);
+    return false;
+  });
+
+  const { decisions, stale } = await persistDecisions(db, unique.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
+  const staleIds = new Set(stale);
+
+  // The batch's reservations get their expiry message before the results are visible; re-sent on redelivery (the
+  // expiry is idempotent), so a crash between the two never leaves a reservation that cannot expire.
+  const now = new Date().toISOString();
+  const done: { it: Item; state: PurchaseState }[] = [];
+  const withdrawn: Item[] = [];
+  const reservations: Reservation[] = [];
+  for (const { it, r } of unique) {
+    const pg = decisions.get(it.m.requestId);
+    if (!pg) continue; // stale
+    if (!pg.fresh && !r.replayed && r.decision === Decision.Succeeded && pg.status !== 'succeeded') {
+      // Redis took units for a request PostgreSQL had already decided otherwise, or that the API withdrew (its
+      // shopper was told 503) before Redis lost that: give them back.
+      await release(redis, saleKeys(prefix, it.m.saleId), { ...it.m, as: RELEASED_AS[pg.status] });
+      if (pg.status !== 'withdrawn') w.d.logger.error({ requestId: it.m.requestId, pg: pg.status }, 'Redis decided a request PostgreSQL had decided');
+    }
+    if (pg.status === 'withdrawn') {
+      withdrawn.push(it);
+      continue;
+    }
+    done.push({
+      it,
+      state: {
+        requestId: it.m.requestId,
+        saleId: it.m.saleId,
+        userId: it.m.userId,
+        status: pg.status,
+        ...(pg.orderId ? { orderId: pg.orderId } : {}),
+        ...(pg.expiresAt ? { expiresAt: pg.expiresAt.toISOString() } : {}),
+        ...(pg.reason ? { reason: pg.reason } : {}),
+        acceptedAt: new Date(it.m.admittedAt).toISOString(),
+        updatedAt: now,
+        version: FINAL_VERSION,
+      },
+    });
+    if (pg.status === 'succeeded' && pg.orderId) {
+      const { requestId, saleId, userId, quantity } = it.m;
+      reservations.push({ orderId: pg.orderId, requestId, saleId, userId, quantity });
+    }
+  }
+  if (reservations.length) await scheduleExpiry(w, reservations);
+
+  // Issued together, the writes share round trips: ioredis auto-pipelining groups them per connection (per shard
+  // on a Redis Cluster, where a batch's sales may live on different shards).
+  await Promise.all(done.map(({ state }) => {
+    const w = stateWrite(prefix, state);
+    return putState(redis, w.key, w.args);
+  }));
+
+  for (const it of withdrawn) {
+    settle(it.ch, it.msg, 'ack');
+    for (const twin of twins.get(it.m.requestId) ?? []) settle(twin.ch, twin.msg, 'ack');
+    w.emit('withdrawn', it.m.requestId);
+  }
+  for (const { it, state } of done) {
+    settle(it.ch, it.msg, 'ack');
+    for (const twin of twins.get(it.m.requestId) ?? []) settle(twin.ch, twin.msg, 'ack');
+    w.emit('decided', state);
+  }
+  return unique.filter((x) => staleIds.has(x.it.m.requestId)).flatMap((x) => [x.it, ...(twins.get(x.it.m.requestId) ?? [])]);
+}

@@ -1,0 +1,49 @@
+/**
+ * Settling deliveries: each is acked or requeued once, whatever path reaches it first. A second ack of one delivery
+ * tag is a channel error that would close the channel (and requeue everything on it).
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { ATTEMPT_HEADER } from '../core/messages.ts';
+
+const settledMessages = new WeakSet<ConsumeMessage>();
+
+/**
+ * Acks or requeues a delivery once. An ack on a closed channel throws; the broker redelivers those messages, which
+ * processing absorbs.
+ */
+export function settle(ch: Channel, msg: ConsumeMessage, how: 'ack' | 'requeue'): void {
+  if (settledMessages.has(msg)) return;
+  settledMessages.add(msg);
+  try {
+    if (how === 'ack') ch.ack(msg);
+    else ch.nack(msg, false, true);
+  } catch {
+    /* channel closed: the message will be redelivered */
+  }
+}
+
+/** True once `settle` ran for this delivery. */
+export function isSettled(msg: ConsumeMessage): boolean {
+  return settledMessages.has(msg);
+}
+
+/** Parses a message body with a schema. @returns the message, or why it is poison. */
+export function parseWith<T>(
+  schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } },
+  msg: ConsumeMessage,
+): T | string {
+  let json: unknown;
+  try {
+    json = JSON.parse(msg.content.toString('utf8'));
+  } catch {
+    return 'body is not JSON';
+  }
+  const r = schema.safeParse(json);
+  return r.success ? r.data : r.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ');
+}
+
+/** The retry attempt a delivery carries (ATTEMPT_HEADER), count; 0 for a first delivery. */
+export function attemptOf(msg: ConsumeMessage): number {
+  const n = Number(msg.properties.headers?.[ATTEMPT_HEADER] ?? 0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+}
