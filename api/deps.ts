@@ -4,9 +4,12 @@
  */
 import type { CoreDeps } from '../core/deps.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
+import type { PurchasePublisher } from './purchase-publisher.ts';
 import type { SoldOutCache } from './sold-out-cache.ts';
 
 export interface ApiDeps extends CoreDeps {
   events: PurchaseEvents;
+  /** Publishes admitted purchases, one message per event-loop turn. */
+  purchases: PurchasePublisher;
   soldOut: SoldOutCache;
 }

@@ -13,6 +13,7 @@ import { createRedis, createSubscriber } from '../core/redis/client.ts';
 import { createApp } from './app.ts';
 import type { ApiDeps } from './deps.ts';
 import { PurchaseEvents } from './purchase-events.ts';
+import { PurchasePublisher } from './purchase-publisher.ts';
 import { SoldOutCache } from './sold-out-cache.ts';
 
 /** Time in-flight requests get to finish at shutdown, ms. */
@@ -39,7 +40,8 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   const soldOut = new SoldOutCache(sub, config.REDIS_KEY_PREFIX);
   await soldOut.start();
   const events = new PurchaseEvents(shardedSub, config.REDIS_KEY_PREFIX, logger);
-  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut };
+  const purchases = new PurchasePublisher(broker, topo);
+  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut, purchases };
   const app = createApp(deps);
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.PORT, () => resolve(s));

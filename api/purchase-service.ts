@@ -110,14 +110,13 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
   }
 }
 
-/** Publishes a purchase and waits for its confirm; one not confirmed is settled by withdraw-admission.ts. */
+/**
+ * Publishes a purchase (in this turn's batch message, see purchase-publisher.ts) and waits for its confirm; one not
+ * confirmed is settled by withdraw-admission.ts.
+ */
 async function enqueue(d: ApiDeps, m: PurchaseMessage, idemKey: string): Promise<void> {
   try {
-    await d.broker.publish(d.topology.purchaseExchange, d.topology.purchaseRoutingKey, Buffer.from(JSON.stringify(m)), {
-      messageId: m.requestId,
-      contentType: 'application/json',
-      timestamp: Math.floor(m.admittedAt / 1000),
-    });
+    await d.purchases.publish(m);
   } catch (err) {
     await settleUnconfirmed(d, m, idemKey, err as Error);
   }

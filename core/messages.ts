@@ -24,6 +24,19 @@ export const purchaseMessageSchema = z.object({
 });
 export type PurchaseMessage = z.infer<typeof purchaseMessageSchema>;
 
+/** Most purchases one batch message carries, count. */
+export const PURCHASE_BATCH_MAX = 1000;
+
+/**
+ * What a purchase delivery carries: one purchase (v1: the API under light load, the sweeper, retry tiers and
+ * dead-letter queues), or the purchases one API process admitted in one event-loop turn (v2, see
+ * api/purchase-publisher.ts), each keeping its own requestId. Read as a list either way.
+ */
+export const purchaseDeliverySchema = z
+  .discriminatedUnion('v', [purchaseMessageSchema, z.object({ v: z.literal(2), purchases: z.array(purchaseMessageSchema).min(1).max(PURCHASE_BATCH_MAX) })])
+  .transform((m) => (m.v === 2 ? m.purchases : [m]));
+export type PurchaseBatchMessage = { v: 2; purchases: PurchaseMessage[] };
+
 /** A reservation to expire when its payment window closes, unless it was paid. */
 export const reservationSchema = z.object({
   orderId: z.uuid(),

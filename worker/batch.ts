@@ -5,19 +5,17 @@
  * absorbs (the script and the writes are idempotent per request id). Delivery is at-least-once; the effect is
  * exactly-once.
  */
-import type { Channel, ConsumeMessage } from 'amqplib';
-import { FINAL_STATUS_HEADER, purchaseMessageSchema, type Reservation } from '../core/messages.ts';
+import { FINAL_STATUS_HEADER, type Reservation } from '../core/messages.ts';
 import { FINAL_VERSION, stateWrite, type PurchaseState } from '../core/purchase-state.ts';
 import { saleKeys } from '../core/redis/keys.ts';
 import { Decision, putState, release, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import type { Item, WorkerContext } from './context.ts';
-import { deadLetter } from './dead-letters.ts';
 import { decideAll } from './decide.ts';
 import { scheduleExpiry } from './expiry.ts';
 import { persistDecisions, type DecidedPurchase, type FinalStatus, type PersistedDecision } from './persist.ts';
 import { recordFailure, retryOrFail } from './retry-policy.ts';
-import { attemptOf, parseWith, settle } from './settle.ts';
+import { settleItem } from './settle.ts';
 
 const REASONS: Partial<Record<FinalStatus, string>> = {
   sold_out: 'Every unit is sold.',
@@ -41,19 +39,12 @@ const STATUS_OF: Record<number, FinalStatus> = {
 };
 
 /**
- * Processes one batch of deliveries (see the file header). Never throws: a transient failure sends the batch's
+ * Processes one batch of purchases (see the file header). Never throws: a transient failure sends the batch's
  * purchases through the retry policy.
  */
-export async function processBatch(w: WorkerContext, raw: { ch: Channel; msg: ConsumeMessage }[]): Promise<void> {
-  const items: Item[] = [];
-  for (const { ch, msg } of raw) {
-    const parsed = parseWith(purchaseMessageSchema, msg);
-    if (typeof parsed === 'string') await deadLetter(w, ch, msg, null, `poison message: ${parsed}`);
-    else items.push({ ch, msg, m: parsed, attempt: attemptOf(msg) });
-  }
+export async function processBatch(w: WorkerContext, items: Item[]): Promise<void> {
   const failedBefore = items.filter((it) => it.msg.properties.headers?.[FINAL_STATUS_HEADER] === 'failed');
   const toDecide = failedBefore.length ? items.filter((it) => !failedBefore.includes(it)) : items;
-  if (items.length === 0) return;
   try {
     for (const it of failedBefore) await recordFailure(w, it);
     if (toDecide.length) await decideAndPersist(w, toDecide);
@@ -87,7 +78,7 @@ async function decideRound(w: WorkerContext, items: Item[]): Promise<Item[]> {
   const toPersist: { it: Item; r: DecideResult; p: DecidedPurchase }[] = [];
   for (const [it, r] of decided) {
     if (r.decision === Decision.Withdrawn) {
-      settle(it.ch, it.msg, 'ack');
+      settleItem(it, 'ack');
       w.emit('withdrawn', it.m.requestId);
       continue;
     }
@@ -162,13 +153,13 @@ async function decideRound(w: WorkerContext, items: Item[]): Promise<Item[]> {
   }));
 
   for (const it of withdrawn) {
-    settle(it.ch, it.msg, 'ack');
-    for (const twin of twins.get(it.m.requestId) ?? []) settle(twin.ch, twin.msg, 'ack');
+    settleItem(it, 'ack');
+    for (const twin of twins.get(it.m.requestId) ?? []) settleItem(twin, 'ack');
     w.emit('withdrawn', it.m.requestId);
   }
   for (const { it, state } of done) {
-    settle(it.ch, it.msg, 'ack');
-    for (const twin of twins.get(it.m.requestId) ?? []) settle(twin.ch, twin.msg, 'ack');
+    settleItem(it, 'ack');
+    for (const twin of twins.get(it.m.requestId) ?? []) settleItem(twin, 'ack');
     w.emit('decided', state);
   }
   return unique.filter((x) => staleIds.has(x.it.m.requestId)).flatMap((x) => [x.it, ...(twins.get(x.it.m.requestId) ?? [])]);

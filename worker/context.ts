@@ -13,10 +13,25 @@ export interface WorkerContext {
   emit(event: string, ...args: unknown[]): boolean;
 }
 
-/** One purchase delivered to this worker: its message, the delivery it came in, and its retry attempt (count). */
+/**
+ * A delivery of the purchase queue: one message, carrying one purchase or a batch of them. It is acked once every
+ * purchase in it is settled, or requeued if any of them was (the others replay idempotently).
+ */
+export interface Delivery {
+  ch: Channel;
+  msg: ConsumeMessage;
+  /** Purchases in it not yet settled, count. */
+  open: number;
+  requeue: boolean;
+}
+
+/** One purchase delivered to this worker: the purchase, the delivery it came in, and its retry attempt (count). */
 export interface Item {
+  delivery: Delivery;
+  /** Shorthands for `delivery.ch` and `delivery.msg`. */
   ch: Channel;
   msg: ConsumeMessage;
   attempt: number;
   m: PurchaseMessage;
+  settled: boolean;
 }

@@ -4,8 +4,8 @@
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { REASON_HEADER } from '../core/messages.ts';
-import type { WorkerContext } from './context.ts';
-import { settle } from './settle.ts';
+import type { Item, WorkerContext } from './context.ts';
+import { itemBody, settle, settleItem } from './settle.ts';
 
 /**
  * Moves a delivery to `queue` (the purchase dead-letter queue by default) with `reason`; requeues it when that
@@ -32,5 +32,31 @@ export async function deadLetter(
   } catch (err) {
     w.d.logger.warn({ err: (err as Error).message }, 'cannot dead-letter; requeueing');
     settle(ch, msg, 'requeue');
+  }
+}
+
+/**
+ * Moves one purchase of a delivery to `queue` (as a message of its own, with its delivery's headers and `reason`);
+ * requeues its delivery when that publish fails. Emits `dead-lettered` (requestId, reason).
+ */
+export async function deadLetterItem(
+  w: WorkerContext,
+  it: Item,
+  reason: string,
+  queue = w.d.topology.purchaseDeadQueue,
+  extraHeaders: Record<string, string> = {},
+): Promise<void> {
+  try {
+    await w.d.broker.sendToQueue(queue, itemBody(it), {
+      messageId: it.m.requestId,
+      contentType: 'application/json',
+      headers: { ...it.msg.properties.headers, ...extraHeaders, [REASON_HEADER]: reason },
+    });
+    settleItem(it, 'ack');
+    w.d.logger.warn({ requestId: it.m.requestId, reason }, 'dead-lettered');
+    w.emit('dead-lettered', it.m.requestId, reason);
+  } catch (err) {
+    w.d.logger.warn({ err: (err as Error).message }, 'cannot dead-letter; requeueing');
+    settleItem(it, 'requeue');
   }
 }

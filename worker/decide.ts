@@ -7,7 +7,7 @@ import { saleKeys } from '../core/redis/keys.ts';
 import { Decision, decide, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import type { Item, WorkerContext } from './context.ts';
-import { deadLetter } from './dead-letters.ts';
+import { deadLetterItem } from './dead-letters.ts';
 
 export type Decided = Map<Item, DecideResult & { epoch: string }>;
 
@@ -34,7 +34,7 @@ export async function decideAll(w: WorkerContext, items: Item[]): Promise<Decide
           return;
         }
         if ((await loadSale(db, redis, prefix, saleId)) === 'missing') {
-          for (const it of group) await deadLetter(w, it.ch, it.msg, it.m.requestId, `unknown sale ${saleId}`);
+          for (const it of group) await deadLetterItem(w, it, `unknown sale ${saleId}`);
           return;
         }
       }

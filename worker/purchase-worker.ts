@@ -6,9 +6,12 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Channel, ConsumeMessage } from 'amqplib';
+import { purchaseDeliverySchema } from '../core/messages.ts';
 import { processBatch } from './batch.ts';
-import type { WorkerContext, WorkerDeps } from './context.ts';
+import type { Item, WorkerContext, WorkerDeps } from './context.ts';
+import { deadLetter } from './dead-letters.ts';
 import { expireDelivered } from './expiry.ts';
+import { itemsOf, parseWith } from './settle.ts';
 
 export type { WorkerDeps } from './context.ts';
 
@@ -21,11 +24,12 @@ const MAX_CONCURRENT_BATCHES = 4;
  * (id or null, reason), `expired` (orderId, ExpireResult), `batch` ({ size, ms }).
  */
 export class PurchaseWorker extends EventEmitter implements WorkerContext {
-  private buffer: { ch: Channel; msg: ConsumeMessage }[] = [];
+  /** Purchases delivered and not yet in a batch (a delivery may carry many). */
+  private buffer: Item[] = [];
   /** Purchase batches in flight, count. */
   private running = 0;
-  /** Expiry messages in flight, count. */
-  private expiring = 0;
+  /** Expiry messages and poison dead-letterings in flight, count. */
+  private settling = 0;
   private scheduled = false;
   private channel: Channel | undefined;
   private consumerTags: string[] = [];
@@ -82,7 +86,7 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
   }
 
   private isIdle(): boolean {
-    return this.running === 0 && this.expiring === 0 && this.buffer.length === 0;
+    return this.running === 0 && this.settling === 0 && this.buffer.length === 0;
   }
 
   private wakeIdle(): void {
@@ -90,18 +94,27 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
   }
 
   /** Expires the reservations of one message (see expiry.ts), counted so that `stop` waits for it. */
-  private async expire(ch: Channel, msg: ConsumeMessage): Promise<void> {
-    this.expiring++;
+  private expire(ch: Channel, msg: ConsumeMessage): Promise<void> {
+    return this.track(expireDelivered(this, ch, msg));
+  }
+
+  private async track(work: Promise<void>): Promise<void> {
+    this.settling++;
     try {
-      await expireDelivered(this, ch, msg);
+      await work;
     } finally {
-      this.expiring--;
+      this.settling--;
       this.wakeIdle();
     }
   }
 
   private receive(ch: Channel, msg: ConsumeMessage): void {
-    this.buffer.push({ ch, msg });
+    const purchases = parseWith(purchaseDeliverySchema, msg);
+    if (typeof purchases === 'string') {
+      void this.track(deadLetter(this, ch, msg, null, `poison message: ${purchases}`));
+      return;
+    }
+    this.buffer.push(...itemsOf(ch, msg, purchases));
     if (this.buffer.length >= this.d.config.WORKER_BATCH_SIZE) this.flush();
     else if (!this.scheduled) {
       // Collect what arrives in this event-loop turn into one batch.

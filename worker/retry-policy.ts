@@ -10,8 +10,8 @@ import { FINAL_VERSION, writeState, type PurchaseState } from '../core/purchase-
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { Decision, release, withdraw } from '../core/redis/scripts.ts';
 import type { Item, WorkerContext } from './context.ts';
-import { deadLetter } from './dead-letters.ts';
-import { isSettled, settle } from './settle.ts';
+import { deadLetterItem } from './dead-letters.ts';
+import { itemBody, settleItem } from './settle.ts';
 
 const FAILED_REASON = 'We could not process your purchase in time; nothing was charged or reserved. Please try again.';
 
@@ -21,24 +21,24 @@ const FAILED_REASON = 'We could not process your purchase in time; nothing was c
  * its delivery limit ends a crash loop); nothing is lost.
  */
 export async function retryOrFail(w: WorkerContext, it: Item, reason: string): Promise<void> {
-  if (isSettled(it.msg)) return; // settled before the failure (dead-lettered, or done)
+  if (it.settled) return; // settled before the failure (dead-lettered, or done)
   const tiers = w.d.topology.retryQueues;
   try {
     if (it.attempt < tiers.length) {
       const tier = tiers[it.attempt]!;
-      await w.d.broker.sendToQueue(tier.name, it.msg.content, {
+      await w.d.broker.sendToQueue(tier.name, itemBody(it), {
         messageId: it.m.requestId,
         contentType: 'application/json',
         headers: { ...it.msg.properties.headers, [ATTEMPT_HEADER]: it.attempt + 1, [REASON_HEADER]: reason },
       });
-      settle(it.ch, it.msg, 'ack');
+      settleItem(it, 'ack');
       w.emit('retried', it.m.requestId, it.attempt + 1);
       return;
     }
     await failForGood(w, it, `gave up after ${it.attempt + 1} attempts: ${reason}`);
   } catch (err) {
     w.d.logger.warn({ err: (err as Error).message, requestId: it.m.requestId }, 'cannot retry; requeueing');
-    settle(it.ch, it.msg, 'requeue');
+    settleItem(it, 'requeue');
   }
 }
 
@@ -65,7 +65,7 @@ async function failForGood(w: WorkerContext, it: Item, reason: string): Promise<
     .create({ data: { requestId: state.requestId, saleId: state.saleId, userId: state.userId, quantity: it.m.quantity, status: 'failed', reason: FAILED_REASON } })
     .catch((err: Error) => logger.warn({ err: err.message, requestId: state.requestId }, 'failed decision not recorded in PostgreSQL'));
   await writeState(redis, prefix, state);
-  await deadLetter(w, it.ch, it.msg, it.m.requestId, reason, w.d.topology.purchaseDeadQueue, { [FINAL_STATUS_HEADER]: 'failed' });
+  await deadLetterItem(w, it, reason, w.d.topology.purchaseDeadQueue, { [FINAL_STATUS_HEADER]: 'failed' });
   w.emit('decided', state);
 }
 
@@ -86,6 +86,6 @@ export async function recordFailure(w: WorkerContext, it: Item): Promise<void> {
     logger.warn({ requestId, orderId: order.id }, 'an order committed for a purchase failed for good; expired it');
   }
   await redis.hsetnx(saleKeys(config.REDIS_KEY_PREFIX, saleId).decided, requestId, Decision.Failed);
-  settle(it.ch, it.msg, 'ack');
+  settleItem(it, 'ack');
   w.emit('decided', { requestId, saleId, userId, status: 'failed', reason: FAILED_REASON, updatedAt: new Date().toISOString(), version: FINAL_VERSION });
 }

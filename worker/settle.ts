@@ -3,7 +3,8 @@
  * tag is a channel error that would close the channel (and requeue everything on it).
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
-import { ATTEMPT_HEADER } from '../core/messages.ts';
+import { ATTEMPT_HEADER, type PurchaseMessage } from '../core/messages.ts';
+import type { Delivery, Item } from './context.ts';
 
 const settledMessages = new WeakSet<ConsumeMessage>();
 
@@ -22,9 +23,25 @@ export function settle(ch: Channel, msg: ConsumeMessage, how: 'ack' | 'requeue')
   }
 }
 
-/** True once `settle` ran for this delivery. */
-export function isSettled(msg: ConsumeMessage): boolean {
-  return settledMessages.has(msg);
+/** The items of one delivery's purchases, settled together (see `Delivery`). */
+export function itemsOf(ch: Channel, msg: ConsumeMessage, purchases: PurchaseMessage[]): Item[] {
+  const delivery: Delivery = { ch, msg, open: purchases.length, requeue: false };
+  const attempt = attemptOf(msg);
+  return purchases.map((m) => ({ delivery, ch, msg, m, attempt, settled: false }));
+}
+
+/** Settles one purchase of a delivery, once; the delivery itself when it was the last one open. */
+export function settleItem(it: Item, how: 'ack' | 'requeue'): void {
+  if (it.settled) return;
+  it.settled = true;
+  const d = it.delivery;
+  if (how === 'requeue') d.requeue = true;
+  if (--d.open === 0) settle(d.ch, d.msg, d.requeue ? 'requeue' : 'ack');
+}
+
+/** The message body of one purchase alone (v1): what its retry tier or dead-letter queue receives. */
+export function itemBody(it: Item): Buffer {
+  return Buffer.from(JSON.stringify(it.m));
 }
 
 /** Parses a message body with a schema. @returns the message, or why it is poison. */
