@@ -38,6 +38,8 @@ export interface Results {
   machine: Machine;
   settings: Record<string, unknown>;
   loads: LoadRow[];
+  /** The backlog as the broker holds it: messages against purchases (publisher micro-batching). */
+  queue?: { messages: number; purchases: number };
   drain?: { backlog: number; decisionsPerS: number; measuredS: number; sinceWorkerStartS: number };
   endToEnd?: { rate: number; requests: number; latency: Latency };
   crowd?: {
@@ -104,6 +106,7 @@ export function markdown(r: Results): string {
     '',
   );
   const rows: string[] = [];
+  if (r.queue) rows.push(`| Backlog in the broker | ${int(r.queue.purchases)} purchases in ${int(r.queue.messages)} messages |`);
   if (r.drain) {
     const d = r.drain;
     rows.push(`| Worker drain (1 worker, backlog ${int(d.backlog)}) | **${int(d.decisionsPerS)} decisions/s** (${d.measuredS.toFixed(1)} s; ${d.sinceWorkerStartS.toFixed(1)} s from process start) |`);
