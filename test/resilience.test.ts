@@ -7,16 +7,18 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Channel } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { purchaseMessageSchema } from '../core/messages.ts';
+import { purchaseDeliverySchema } from '../core/messages.ts';
 import { QUEUED_VERSION, writeState } from '../core/purchase-state.ts';
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { AdmitCode, admit, decide } from '../core/redis/scripts.ts';
 import { snapshotSale } from '../core/sales.ts';
 import { persistDecisions } from '../worker/persist.ts';
-import { startSystem, type TestSystem } from './support/system.ts';
+import { createPool } from '../core/db/client.ts';
+import { startSystem, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
 
 let sys: TestSystem;
 let ch: Channel;
+const sql = createPool(TEST_DATABASE_URL, 1);
 beforeAll(async () => {
   // No worker at first: the tests play the worker's crash themselves, then start the real one.
   sys = await startSystem({ STALE_ADMISSION_MS: '1000' }, { worker: false });
@@ -25,6 +27,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await ch?.close().catch(() => undefined);
   await sys?.stop();
+  await sql.end();
 });
 afterEach(() => sys.assertInvariants());
 
@@ -36,7 +39,9 @@ async function buy(saleId: string, userId: string, headers: Record<string, strin
 async function takeMessage() {
   const msg = await ch.get(sys.api.deps.topology.purchaseQueue, { noAck: false });
   if (!msg) throw new Error('expected a message in the purchase queue');
-  return purchaseMessageSchema.parse(JSON.parse(msg.content.toString()));
+  const [m, ...more] = purchaseDeliverySchema.parse(JSON.parse(msg.content.toString()));
+  if (!m || more.length) throw new Error('expected a message of one purchase');
+  return m;
 }
 
 describe('a worker dies mid-purchase', () => {
@@ -53,7 +58,7 @@ describe('a worker dies mid-purchase', () => {
     expect((await decide(sys.redis, keys, [m1])).results[0]!.decision).toBe(0);
     const decidedM2 = await decide(sys.redis, keys, [m2]);
     expect(decidedM2.results[0]!.decision).toBe(0);
-    await persistDecisions(sys.api.deps.db, [{ ...m2, status: 'succeeded', epoch: decidedM2.epoch }], 60_000);
+    await persistDecisions(sql, [{ ...m2, status: 'succeeded', epoch: decidedM2.epoch }], 60_000);
     await ch.close(); // unacked messages go back to the queue
     ch = await sys.api.deps.broker.createChannel();
 

@@ -101,7 +101,7 @@ async function decideRound(w: WorkerContext, items: Item[]): Promise<Item[]> {
     return false;
   });
 
-  const { decisions, stale } = await persistDecisions(db, unique.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
+  const { decisions, stale } = await persistDecisions(w.d.sql, unique.map((x) => x.p), config.PAYMENT_WINDOW_SECONDS * 1000);
   const staleIds = new Set(stale);
 
   // The batch's reservations get their expiry message before the results are visible; re-sent on redelivery (the

@@ -5,8 +5,12 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { CoreDeps } from '../core/deps.ts';
 import type { PurchaseMessage } from '../core/messages.ts';
+import type { Sql } from './persist.ts';
 
-export type WorkerDeps = CoreDeps;
+export interface WorkerDeps extends CoreDeps {
+  /** `pg` pool for the batch write (see persist.ts). */
+  sql: Sql;
+}
 
 export interface WorkerContext {
   readonly d: WorkerDeps;

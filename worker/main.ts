@@ -5,7 +5,7 @@
 import { Broker } from '../core/amqp/broker.ts';
 import { topologyFor } from '../core/amqp/topology.ts';
 import { loadConfig, type Config } from '../core/config.ts';
-import { createDb } from '../core/db/client.ts';
+import { createDb, createPool } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { isMain, onShutdown } from '../core/process.ts';
 import { createRedis } from '../core/redis/client.ts';
@@ -21,10 +21,11 @@ export interface RunningWorker {
 /** Connects, declares the topology, and starts consuming. */
 export async function startWorker(config: Config, logger: Logger = createLogger('worker', config.LOG_LEVEL)): Promise<RunningWorker> {
   const db = createDb(config.DATABASE_URL, 10);
+  const sql = createPool(config.DATABASE_URL, 4);
   const redis = createRedis(config.REDIS_URL, logger);
   const topo = topologyFor(config);
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
-  const deps: WorkerDeps = { config, logger, db, redis, broker, topology: topo };
+  const deps: WorkerDeps = { config, logger, db, sql, redis, broker, topology: topo };
   const worker = new PurchaseWorker(deps);
   await worker.start();
 
@@ -47,6 +48,7 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
       await broker.close();
       redis.disconnect();
       await db.$disconnect();
+      await sql.end();
     },
   };
 }

@@ -8,9 +8,12 @@
  * decision taken in a Redis that has since lost its state, or been rebuilt, can reach PostgreSQL: such requests
  * come back as `stale` and are decided again. Batches do not block each other (share locks), so the sale's row is
  * no bottleneck.
+ *
+ * The statement goes through `pg` directly rather than Prisma's `$queryRaw`: 34-35 µs a decision against 48-51 µs
+ * (500-row batches) on the worker's hottest write, whose parameters are eight arrays Prisma would encode value by
+ * value. The schema, migrations and every other query stay Prisma's.
  */
 import { createHash } from 'node:crypto';
-import type { Db } from '../core/db/client.ts';
 import type { PurchaseStatus } from '../core/purchase-state.ts';
 
 export type FinalStatus = Exclude<PurchaseStatus, 'queued'>;
@@ -45,31 +48,14 @@ export function orderIdFor(requestId: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(18, 20)}-${h.slice(20, 32)}`;
 }
 
-/**
- * Writes a batch of decisions, in one statement, so in one round trip: data-modifying CTEs run exactly once each
- * and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
- * The final SELECT sees the snapshot from before the statement, which is exactly the decisions PostgreSQL held
- * already; the fresh ones come from `fresh`.
- * @param paymentWindowMs - reservation lifetime, ms: an order expires this long after its decision.
- * @returns the decision PostgreSQL holds for each request written or known, and the ids of the requests refused
- *   because their sale's epoch moved on (decide them again).
- * @throws on a database failure (nothing was written; the caller retries the batch later).
- */
-export async function persistDecisions(
-  db: Db,
-  batch: DecidedPurchase[],
-  paymentWindowMs: number,
-): Promise<{ decisions: Map<string, PersistedDecision>; stale: string[] }> {
-  const expiresAt = new Date(Date.now() + paymentWindowMs);
-  const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
-  const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
-  const rows = await db.$queryRaw<
-    { request_id: string; status: PersistedDecision['status'] | null; reason: string | null; order_id: string | null; expires_at: Date | null; fresh: boolean }[]
-  >`
+/** A connection pool or client of `pg`: the batch write goes through it, see the file header. */
+export interface Sql {
+  query<R>(text: string, values: unknown[]): Promise<{ rows: R[] }>;
+}
+
+const BATCH_STATEMENT = `
     WITH decided AS (
-      SELECT * FROM unnest(${col('requestId')}::uuid[], ${col('saleId')}::uuid[], ${col('userId')}::text[],
-                           ${col('quantity')}::int[], ${col('status')}::text[], ${col('reason')}::text[], ${orderIds}::uuid[],
-                           ${col('epoch')}::bigint[])
+      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::uuid[], $8::bigint[])
              AS t(request_id, sale_id, user_id, quantity, status, reason, order_id, epoch)
     ), fence AS (
       SELECT s.id, s.epoch FROM sales s WHERE s.id IN (SELECT sale_id FROM decided) FOR SHARE
@@ -82,7 +68,7 @@ export async function persistDecisions(
       RETURNING request_id
     ), wins AS (
       INSERT INTO orders (id, request_id, sale_id, user_id, quantity, status, expires_at)
-      SELECT i.order_id, i.request_id, i.sale_id, i.user_id, i.quantity, 'pending_payment', ${expiresAt}
+      SELECT i.order_id, i.request_id, i.sale_id, i.user_id, i.quantity, 'pending_payment', $9
       FROM input i JOIN fresh f USING (request_id)
       WHERE i.status = 'succeeded'
       RETURNING 1
@@ -91,12 +77,39 @@ export async function persistDecisions(
            CASE WHEN f.request_id IS NULL THEN p.status::text ELSE i.status END AS status,
            CASE WHEN f.request_id IS NULL THEN p.reason ELSE i.reason END AS reason,
            CASE WHEN f.request_id IS NULL THEN p.order_id ELSE i.order_id END AS order_id,
-           CASE WHEN f.request_id IS NULL THEN o.expires_at WHEN i.status = 'succeeded' THEN ${expiresAt}::timestamptz END AS expires_at,
+           CASE WHEN f.request_id IS NULL THEN o.expires_at WHEN i.status = 'succeeded' THEN $9::timestamptz END AS expires_at,
            f.request_id IS NOT NULL AS fresh
     FROM input i
     LEFT JOIN fresh f USING (request_id)
     LEFT JOIN purchases p ON f.request_id IS NULL AND p.request_id = i.request_id
     LEFT JOIN orders o ON o.id = p.order_id`;
+
+/**
+ * Writes a batch of decisions, in one statement, so in one round trip: data-modifying CTEs run exactly once each
+ * and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+ * The final SELECT sees the snapshot from before the statement, which is exactly the decisions PostgreSQL held
+ * already; the fresh ones come from `fresh`.
+ * @param paymentWindowMs - reservation lifetime, ms: an order expires this long after its decision.
+ * @returns the decision PostgreSQL holds for each request written or known, and the ids of the requests refused
+ *   because their sale's epoch moved on (decide them again).
+ * @throws on a database failure (nothing was written; the caller retries the batch later).
+ */
+export async function persistDecisions(
+  sql: Sql,
+  batch: DecidedPurchase[],
+  paymentWindowMs: number,
+): Promise<{ decisions: Map<string, PersistedDecision>; stale: string[] }> {
+  const expiresAt = new Date(Date.now() + paymentWindowMs);
+  const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
+  const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
+  const { rows } = await sql.query<{
+    request_id: string;
+    status: PersistedDecision['status'] | null;
+    reason: string | null;
+    order_id: string | null;
+    expires_at: Date | null;
+    fresh: boolean;
+  }>(BATCH_STATEMENT, [col('requestId'), col('saleId'), col('userId'), col('quantity'), col('status'), col('reason'), orderIds, col('epoch'), expiresAt]);
   const decisions = new Map<string, PersistedDecision>();
   for (const r of rows) {
     if (!r.status) throw new Error(`No decision for ${r.request_id} after writing it`);
