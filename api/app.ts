@@ -23,6 +23,7 @@ export function createApp(d: ApiDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('trust proxy', 'loopback');
+  if (d.metrics) app.use(d.metrics.middleware); // GET /metrics, and times every request
   app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
   app.use((req, _res, next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;

@@ -3,6 +3,7 @@
  * prefixes and connections.
  */
 import type { CoreDeps } from '../core/deps.ts';
+import type { ApiMetrics } from './metrics.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
 import type { PurchasePublisher } from './purchase-publisher.ts';
 import type { SoldOutCache } from './sold-out-cache.ts';
@@ -12,4 +13,6 @@ export interface ApiDeps extends CoreDeps {
   /** Publishes admitted purchases, one message per event-loop turn. */
   purchases: PurchasePublisher;
   soldOut: SoldOutCache;
+  /** Absent when METRICS=false. */
+  metrics?: ApiMetrics;
 }

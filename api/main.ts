@@ -12,6 +12,7 @@ import { isMain, onShutdown } from '../core/process.ts';
 import { createRedis, createSubscriber } from '../core/redis/client.ts';
 import { createApp } from './app.ts';
 import type { ApiDeps } from './deps.ts';
+import { createApiMetrics } from './metrics.ts';
 import { PurchaseEvents } from './purchase-events.ts';
 import { PurchasePublisher } from './purchase-publisher.ts';
 import { SoldOutCache } from './sold-out-cache.ts';
@@ -41,7 +42,8 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   await soldOut.start();
   const events = new PurchaseEvents(shardedSub, config.REDIS_KEY_PREFIX, logger);
   const purchases = new PurchasePublisher(broker, topo);
-  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut, purchases };
+  const metrics = config.METRICS ? createApiMetrics({ config, broker, redis, topology: topo }) : undefined;
+  const deps: ApiDeps = { config, logger, db, redis, broker, topology: topo, events, soldOut, purchases, ...(metrics ? { metrics } : {}) };
   const app = createApp(deps);
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.PORT, () => resolve(s));
@@ -61,6 +63,7 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
       const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
       await closed;
       clearTimeout(grace);
+      metrics?.stop();
       await broker.close();
       sub.disconnect();
       shardedSub.disconnect();

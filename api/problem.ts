@@ -126,6 +126,7 @@ function problemBody(e: AppError, instance?: string): Record<string, unknown> {
 
 /** Sends a problem response. */
 export function sendProblem(res: Response, e: AppError, instance?: string): void {
+  res.locals.problem = e.slug; // read by the metrics (api/metrics.ts)
   res.status(e.status).set(e.headers).type('application/problem+json').json(problemBody(e, instance));
 }
 

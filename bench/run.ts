@@ -352,6 +352,7 @@ async function main(): Promise<number> {
     REDIS_KEY_PREFIX: `fs:bench-${id}`,
     AMQP_PREFIX: `fs.bench-${id}`,
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+    WORKER_METRICS_PORT: '0',
   };
   const config = loadConfig(env);
   const results: Results = { machine: machine(), settings, loads: [], checks: [], ok: false };

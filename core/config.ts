@@ -48,6 +48,14 @@ const schema = z
     IDEMPOTENCY_TTL_SECONDS: int(60).default(24 * 3600),
     /** Interval of the SSE heartbeat comment, ms. */
     SSE_HEARTBEAT_MS: int(100).default(15_000),
+    /** Prometheus metrics: `GET /metrics` on the API and on the worker's metrics listener (`false` turns them off). */
+    METRICS: bool.default(true),
+    /** Port of the worker's metrics listener (0 picks a free port). */
+    WORKER_METRICS_PORT: int(0).max(65535).default(9400),
+    /** Queue depths and live-sale gauges are read from RabbitMQ and Redis at most this often per process, ms. */
+    METRICS_POLL_MS: int(250).default(5000),
+    /** Most live sales given series of their own (remaining, held), count: bounds label cardinality. */
+    METRICS_SALES_MAX: int(0).max(1000).default(20),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env, ctx) => {

@@ -4,6 +4,7 @@
  * `snapshotSale`).
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Db } from './db/client.ts';
 import { loadedSalesKey, saleKeys } from './redis/keys.ts';
@@ -163,6 +164,12 @@ export async function snapshotSale(db: Db, saleId: string): Promise<SaleSnapshot
   });
 }
 
+/**
+ * Emits `loaded` ({ prefix, saleId, epoch }) each time this process loads a sale into Redis; an epoch above 1 is a
+ * rebuild (the first load, at creation, is epoch 1). Metrics listen to it.
+ */
+export const saleLoads = new EventEmitter();
+
 const inFlightLoads = new Map<string, Promise<'loaded' | 'present' | 'missing'>>();
 
 /**
@@ -188,6 +195,7 @@ export function loadSale(
       if (!snapshot) return 'missing' as const;
       const loaded = await load(redis, keys, snapshot);
       await redis.sadd(loadedSalesKey(prefix), saleId);
+      if (loaded) saleLoads.emit('loaded', { prefix, saleId, epoch: Number(snapshot.epoch) });
       return loaded ? ('loaded' as const) : ('present' as const);
     })().finally(() => inFlightLoads.delete(key));
     inFlightLoads.set(key, pending);

@@ -59,6 +59,7 @@ async function decideAndPersist(w: WorkerContext, items: Item[]): Promise<void> 
   for (let round = 0; pending.length > 0; round++) {
     if (round === 3) throw new Error(`${pending.length} decisions went stale three times: the sale keeps being rebuilt`);
     const stale = await decideRound(w, pending);
+    if (stale.length) w.emit('stale', stale.length);
     // Decided under an epoch PostgreSQL has moved past: Redis is behind (another process rebuilt the sale and
     // has not loaded it yet, or died before it did). Load the newest state, then decide those again.
     for (const saleId of new Set(stale.map((it) => it.m.saleId))) {

@@ -9,12 +9,15 @@ import { createDb, createPool } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { isMain, onShutdown } from '../core/process.ts';
 import { createRedis } from '../core/redis/client.ts';
+import { startWorkerMetrics, type WorkerMetrics } from './metrics.ts';
 import { PurchaseWorker, type WorkerDeps } from './purchase-worker.ts';
 import { sweepStaleAdmissions } from './sweeper.ts';
 
 export interface RunningWorker {
   deps: WorkerDeps;
   worker: PurchaseWorker;
+  /** Absent when METRICS=false. */
+  metrics: WorkerMetrics | undefined;
   stop(): Promise<void>;
 }
 
@@ -27,6 +30,7 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
   const deps: WorkerDeps = { config, logger, db, sql, redis, broker, topology: topo };
   const worker = new PurchaseWorker(deps);
+  const metrics = config.METRICS ? await startWorkerMetrics(deps, worker) : undefined;
   await worker.start();
 
   let sweeping = false;
@@ -42,9 +46,11 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   return {
     deps,
     worker,
+    metrics,
     async stop() {
       clearInterval(sweeper);
       await worker.stop();
+      await metrics?.stop();
       await broker.close();
       redis.disconnect();
       await db.$disconnect();
@@ -57,6 +63,6 @@ if (isMain(import.meta.url)) {
   const config = loadConfig();
   const logger = createLogger('worker', config.LOG_LEVEL);
   const running = await startWorker(config, logger);
-  logger.info({ queue: running.deps.topology.purchaseQueue }, 'worker consuming');
+  logger.info({ queue: running.deps.topology.purchaseQueue, metricsPort: running.metrics?.port }, 'worker consuming');
   onShutdown(logger, 15_000, () => running.stop());
 }

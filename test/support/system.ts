@@ -65,6 +65,8 @@ export async function startSystem(
     JWT_SECRET: 'test-secret-0123456789-0123456789-abcdef',
     DEMO_LOGIN: 'true',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    WORKER_METRICS_PORT: '0',
+    METRICS_POLL_MS: '250',
     ...env,
   };
   const config = loadConfig(settings);
