@@ -49,7 +49,7 @@ describe('metrics', () => {
       tokens.map((t) => sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${t}`).send({})),
     );
     expect(responses.filter((r) => r.status === 202)).toHaveLength(20);
-    const finals = await Promise.all(responses.filter((r) => r.status === 202).map((r) => sys.waitForFinal(r.body.requestId)));
+    const finals = await Promise.all(responses.filter((r) => r.status === 202).map((r) => sys.waitForFinal(saleId, r.body.requestId)));
     expect(finals.every((s) => s.status === 'succeeded')).toBe(true);
     const [api1, worker1] = await Promise.all([apiMetrics(), workerMetrics()]);
 
