@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { ApiDeps } from './deps.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
 import { orderRoutes } from './routes/orders.ts';
 import { purchaseRoutes } from './routes/purchases.ts';
@@ -39,6 +40,7 @@ export function createApp(d: ApiDeps): Express {
   app.use(saleRoutes(d));
   app.use(orderRoutes(d));
   app.use(adminRoutes(d));
+  app.use(docsRoutes());
   app.use('/api', (req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));
   app.use(express.static(WEB_DIR, { index: 'index.html', maxAge: 0 }));
   app.use((req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));

@@ -12,7 +12,7 @@ import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
 import { isUuid, parse } from '../validate.ts';
 
-const createSaleBody = z
+export const createSaleBody = z
   .strictObject({
     name: z.string().trim().min(1).max(200),
     stock: z.int().min(1).max(10_000_000),
@@ -26,11 +26,11 @@ const createSaleBody = z
     message: 'must be after startsAt',
   });
 
-const dlqQuery = z.object({
+export const dlqQuery = z.object({
   queue: z.enum(['purchases', 'reservations']).default('purchases'),
   limit: z.coerce.number().int().min(1).max(1000).default(20),
 });
-const replayBody = z.strictObject({
+export const replayBody = z.strictObject({
   queue: z.enum(['purchases', 'reservations']).default('purchases'),
   limit: z.int().min(1).max(100_000).default(10_000),
 });

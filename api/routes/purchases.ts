@@ -15,8 +15,8 @@ import { isUuid, parse } from '../validate.ts';
 
 /** One instance serves every sold-out answer: an AppError is immutable. */
 const SOLD_OUT = soldOutProblem();
-const purchaseBody = z.strictObject({ quantity: z.int().min(1).max(10_000).default(1) });
-const idempotencyKeyHeader = z
+export const purchaseBody = z.strictObject({ quantity: z.int().min(1).max(10_000).default(1) });
+export const idempotencyKeyHeader = z
   .string()
   .min(1)
   .max(255)

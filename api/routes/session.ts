@@ -10,7 +10,7 @@ import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
 import { parse } from '../validate.ts';
 
-const sessionBody = z.strictObject({ userId: userIdSchema });
+export const sessionBody = z.strictObject({ userId: userIdSchema });
 
 export function sessionRoutes(d: ApiDeps): Router {
   const r = Router();
