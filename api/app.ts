@@ -6,6 +6,7 @@ import express, { type Express } from 'express';
 import { fileURLToPath } from 'node:url';
 import type { ApiDeps } from './deps.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
+import { requestLog } from './request-log.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -25,6 +26,7 @@ export function createApp(d: ApiDeps): Express {
   app.set('etag', false);
   app.set('trust proxy', 'loopback');
   if (d.metrics) app.use(d.metrics.middleware); // GET /metrics, and times every request
+  app.use(requestLog(d.logger, d.config.REQUEST_LOG_SAMPLE));
   app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
   app.use((req, _res, next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;

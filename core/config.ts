@@ -56,6 +56,8 @@ const schema = z
     METRICS_POLL_MS: int(250).default(5000),
     /** Most live sales given series of their own (remaining, held), count: bounds label cardinality. */
     METRICS_SALES_MAX: int(0).max(1000).default(20),
+    /** Share of routine answers on the purchase routes that get a request-log line, 0..1 (see api/request-log.ts). */
+    REQUEST_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env, ctx) => {
