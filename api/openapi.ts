@@ -267,6 +267,15 @@ export function openApiDocument(serverUrl = '/'): ReturnType<OpenApiGeneratorV31
     responses: { 201: { description: 'The sale', headers: { Location: str }, content: json(SaleView) }, ...badBody, ...unauthorized, ...unavailable },
   });
   registry.registerPath({
+    method: 'post',
+    path: '/api/admin/sales/{saleId}/end',
+    summary: 'End a sale now (an earlier end is kept): admission stops at once on every node',
+    tags: ['admin'],
+    security: adminAuth,
+    request: { params: saleParams },
+    responses: { 200: { description: 'The ended sale', content: json(SaleView) }, ...unauthorized, 404: problem('No such sale', ['sale-not-found']), ...unavailable },
+  });
+  registry.registerPath({
     method: 'get',
     path: '/api/admin/sales/{saleId}/stats',
     summary: 'Stock, held units, in-flight requests, orders and decisions of a sale',

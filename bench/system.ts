@@ -163,6 +163,12 @@ export class BenchSystem {
     return json.id;
   }
 
+  /** Ends a sale now (POST /api/admin/sales/:saleId/end): a step closes its sale once it is measured. */
+  async endSale(saleId: string): Promise<void> {
+    const res = await this.admin(`/api/admin/sales/${saleId}/end`, { method: 'POST' });
+    if (res.status !== 200) throw new Error(`end sale: ${res.status} ${await res.text()}`);
+  }
+
   async stats(saleId: string): Promise<SaleStats> {
     const res = await this.admin(`/api/admin/sales/${saleId}/stats`);
     if (res.status !== 200) throw new Error(`stats: ${res.status} ${await res.text()}`);
@@ -208,6 +214,8 @@ export class BenchSystem {
   private async teardown(): Promise<void> {
     const problems: string[] = [];
     const attempt = (what: string, p: Promise<unknown>) => p.catch((err: Error) => problems.push(`${what}: ${err.message}`));
+    // Close the run's sales while the API still answers, so nothing is admitted during the cleanup.
+    if (this.api && !this.api.crashed) for (const id of this.saleIds) await attempt(`end sale ${id}`, this.endSale(id));
     // Consumers and publishers first, or they would declare the topology again.
     await Promise.all([this.worker, this.api, this.bare].map((c) => c && attempt(`stop ${c.name}`, c.stop())));
     await attempt('delete RabbitMQ queues', this.deleteTopology());

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Db } from './db/client.ts';
 import { loadedSalesKey, saleKeys } from './redis/keys.ts';
-import { Decision, load, type SaleSnapshot } from './redis/scripts.ts';
+import { Decision, endAt, load, type SaleSnapshot } from './redis/scripts.ts';
 
 export type SaleState = 'upcoming' | 'live' | 'sold_out' | 'ended';
 
@@ -48,21 +48,24 @@ export async function createSale(
   return sale;
 }
 
-/** Sales never change once created (stock is counted in Redis and orders), so a process keeps what it read. */
-const knownSales = new Map<string, SaleRecord>();
+/**
+ * A process keeps the sales it read for a second (stock is counted in Redis and orders; only `endsAt` can change,
+ * when an admin ends a sale early), so demo-page visitors do not each cost a database query.
+ */
+const knownSales = new Map<string, { at: number; sale: SaleRecord }>();
 const KNOWN_SALES_MAX = 10_000;
-/** How long the sale list is served from memory, ms: every visitor of the demo page reads it. */
+/** How long the sale list and a sale record are served from memory, ms: every visitor of the demo page reads them. */
 const LIST_TTL_MS = 1000;
 let listed: { at: number; limit: number; sales: Promise<SaleRecord[]> } | undefined;
 
-/** Reads a sale, from this process's memory once it has been read. @returns null when there is no such sale. */
+/** Reads a sale, from this process's memory when read less than LIST_TTL_MS ago. @returns null when there is no such sale. */
 export async function findSale(db: Db, id: string): Promise<SaleRecord | null> {
   const known = knownSales.get(id);
-  if (known) return known;
+  if (known && Date.now() - known.at < LIST_TTL_MS) return known.sale;
   const sale = await db.sale.findUnique({ where: { id }, select: saleSelect });
   if (sale) {
     if (knownSales.size >= KNOWN_SALES_MAX) knownSales.clear();
-    knownSales.set(id, sale);
+    knownSales.set(id, { at: Date.now(), sale });
   }
   return sale;
 }
@@ -96,6 +99,36 @@ export async function remainingOf(db: Db, redis: Redis, prefix: string, ids: str
     for (const r of rows) remaining.set(r.id, r.remaining);
   }
   return remaining;
+}
+
+/** How long `endSale` keeps re-applying the end while a rebuild of the sale is in flight, ms. */
+const END_SETTLE_MS = 5000;
+
+/**
+ * Ends a sale now (or keeps an earlier end): `ends_at` in PostgreSQL first, so a rebuild loads it, then the sale's
+ * Redis hash (`end-1.lua`), where every API node's admission reads it: admission stops at once on every node. A
+ * rebuild that read the old `ends_at` before this update may load it into Redis after the script ran; while
+ * PostgreSQL's epoch is ahead of Redis's (a rebuild in flight), the end is applied again, for up to END_SETTLE_MS.
+ * @returns the sale as it is now, or null when there is no such sale.
+ */
+export async function endSale(db: Db, redis: Redis, prefix: string, saleId: string, now = new Date()): Promise<SaleRecord | null> {
+  const rows = await db.$queryRaw<{ ends_at: Date; epoch: bigint }[]>`
+    UPDATE sales SET ends_at = CASE WHEN ends_at IS NULL OR ends_at > ${now} THEN ${now} ELSE ends_at END
+    WHERE id = ${saleId}::uuid RETURNING ends_at, epoch`;
+  const row = rows[0];
+  if (!row) return null;
+  knownSales.delete(saleId);
+  listed = undefined;
+  const keys = saleKeys(prefix, saleId);
+  const endsAtMs = row.ends_at.getTime();
+  for (const until = Date.now() + END_SETTLE_MS; ; ) {
+    // The epoch is read before the end is set: when it is current then, no load of an older snapshot can follow.
+    const redisEpoch = await redis.hget(keys.sale, 'epoch');
+    await endAt(redis, keys, endsAtMs);
+    if (redisEpoch === null || BigInt(redisEpoch) >= row.epoch || Date.now() > until) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return findSale(db, saleId);
 }
 
 /** The public view of a sale at `now`. */

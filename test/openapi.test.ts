@@ -133,6 +133,9 @@ describe('OpenAPI document', () => {
     // admin: stats and dead letters
     conforms('get', '/api/admin/sales/{saleId}/stats', await http.get(`/api/admin/sales/${saleId}/stats`).set(admin));
     conforms('get', '/api/admin/sales/{saleId}/stats', await http.get(`/api/admin/sales/${randomUUID()}/stats`).set(admin));
+    conforms('post', '/api/admin/sales/{saleId}/end', await http.post(`/api/admin/sales/${upcoming.body.id}/end`).set(admin));
+    conforms('post', '/api/admin/sales/{saleId}/end', await http.post(`/api/admin/sales/${randomUUID()}/end`).set(admin));
+    conforms('post', '/api/admin/sales/{saleId}/end', await http.post(`/api/admin/sales/${saleId}/end`));
     conforms('get', '/api/admin/dlq', await http.get('/api/admin/dlq?queue=purchases&limit=5').set(admin));
     conforms('get', '/api/admin/dlq', await http.get('/api/admin/dlq?queue=nope').set(admin));
     conforms('post', '/api/admin/dlq/replay', await http.post('/api/admin/dlq/replay').set(admin).send({ queue: 'purchases' }));

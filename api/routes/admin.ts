@@ -1,12 +1,12 @@
 /**
- * Admin routes (Authorization: Bearer <ADMIN_TOKEN>): create a sale, read a sale's stock and order counts,
- * inspect and replay the dead-letter queues.
+ * Admin routes (Authorization: Bearer <ADMIN_TOKEN>): create a sale, end a sale now, read a sale's stock and order
+ * counts, inspect and replay the dead-letter queues.
  */
 import { Router } from 'express';
 import { z } from 'zod';
 import { peekDeadLetters, replayDeadLetters } from '../../core/amqp/dead-letters.ts';
 import { saleKeys } from '../../core/redis/keys.ts';
-import { createSale, findSale, remainingOf, saleView } from '../../core/sales.ts';
+import { createSale, endSale, findSale, remainingOf, saleView } from '../../core/sales.ts';
 import { requireAdmin } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
@@ -50,6 +50,14 @@ export function adminRoutes(d: ApiDeps): Router {
       endsAt: b.endsAt ? new Date(b.endsAt) : null,
     });
     res.status(201).location(`/api/sales/${sale.id}`).json(saleView(sale, sale.stock));
+  });
+
+  r.post('/api/admin/sales/:saleId/end', async (req, res) => {
+    const saleId = req.params.saleId;
+    const sale = isUuid(saleId) ? await endSale(d.db, d.redis, prefix, saleId.toLowerCase()) : null;
+    if (!sale) throw problems.saleNotFound(saleId);
+    const remaining = await remainingOf(d.db, d.redis, prefix, [sale.id]);
+    res.json(saleView(sale, remaining.get(sale.id) ?? 0));
   });
 
   r.get('/api/admin/sales/:saleId/stats', async (req, res) => {

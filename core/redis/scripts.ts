@@ -9,7 +9,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
 const SCRIPT_VERSION = 'v2';
-const scripts = { admit: 8, decide: 5, release: 3, withdraw: 8, load: 6, 'put-state': 1 } as const;
+const scripts = { admit: 8, decide: 5, release: 3, withdraw: 8, load: 6, 'put-state': 1, end: 1 } as const;
 type ScriptName = keyof typeof scripts;
 const commandName = (name: ScriptName) => `fs_${name.replace('-', '_')}_${SCRIPT_VERSION}`;
 
@@ -253,4 +253,9 @@ export function putState(
   a: { version: number; body: string; ttlS: number; channel: string },
 ): Promise<unknown> {
   return run(client, 'put-state', [key], [a.version, a.body, a.ttlS, a.channel]);
+}
+
+/** Ends a loaded sale at `endsAtMs` unless it ends earlier (see `end-1.lua`). @returns true when the end was set. */
+export async function endAt(redis: Redis, keys: SaleKeys, endsAtMs: number): Promise<boolean> {
+  return integer(await run(redis, 'end', [keys.sale], [endsAtMs]), 'end') === 1;
 }
