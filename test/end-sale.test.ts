@@ -66,6 +66,8 @@ describe('POST /api/admin/sales/:saleId/end', () => {
     expect((await sys.http.post('/api/admin/sales/not-a-uuid/end').set(admin)).status).toBe(404);
     const saleId = await sys.createSale({ stock: 1 });
     expect((await sys.http.post(`/api/admin/sales/${saleId}/end`)).status).toBe(401);
-    expect((await buy(sys.http, saleId)).status).toBe(202);
+    const accepted = await buy(sys.http, saleId);
+    expect(accepted.status).toBe(202);
+    expect((await sys.waitForFinal(saleId, accepted.body.requestId)).status).toBe('succeeded');
   });
 });
