@@ -4,7 +4,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
-RUN npm run generate
+RUN npm run generate && npm run build:admin
 ENV NODE_ENV=production
 EXPOSE 3000
 CMD ["npm", "run", "api"]

@@ -8,6 +8,7 @@ import type { ApiDeps } from './deps.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
 import { requestLog } from './request-log.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
 import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
 import { orderRoutes } from './routes/orders.ts';
@@ -41,6 +42,7 @@ export function createApp(d: ApiDeps): Express {
   app.use(sessionRoutes(d));
   app.use(saleRoutes(d));
   app.use(orderRoutes(d));
+  app.use(dashboardRoutes(d));
   app.use(adminRoutes(d));
   app.use(docsRoutes());
   app.use('/api', (req, _res, next) => next(problems.notFound(`No route ${req.method} ${req.originalUrl}.`)));

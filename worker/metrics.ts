@@ -8,7 +8,9 @@
  * `flashsale_dead_letters_total{reason}`, `flashsale_stale_decisions_total`, `flashsale_expiries_total{result}`,
  * plus core/metrics (publisher confirms, queues, live sales, rebuilds) and Node's defaults.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { ExpireResult } from '../core/orders.ts';
 import type { Logger } from '../core/logger.ts';
@@ -17,6 +19,7 @@ import { observeBroker } from '../core/metrics/broker.ts';
 import { observeSaleRebuilds } from '../core/metrics/rebuilds.ts';
 import { END_TO_END_BUCKETS, FAST_BUCKETS, METRIC_PREFIX, createRegistry } from '../core/metrics/registry.ts';
 import type { PurchaseState } from '../core/purchase-state.ts';
+import { latencyDigestKey } from '../core/redis/keys.ts';
 import type { PurchaseWorker, WorkerDeps } from './purchase-worker.ts';
 
 /** The kind of a dead-letter reason (the reason itself carries ids and error text). */
@@ -91,10 +94,14 @@ export async function startWorkerMetrics(d: WorkerDeps, worker: PurchaseWorker):
     registers: [registry],
   });
   const tiers = d.topology.retryQueues;
+  const digest = new LatencyDigest(d);
   const listeners: [string, (...args: any[]) => void][] = [
     ['decided', (s: PurchaseState) => {
       decisions.inc({ outcome: s.status });
-      if (s.acceptedAt) endToEnd.observe(Math.max(0, Date.parse(s.updatedAt) - Date.parse(s.acceptedAt)) / 1000);
+      if (!s.acceptedAt) return;
+      const ms = Math.max(0, Date.parse(s.updatedAt) - Date.parse(s.acceptedAt));
+      endToEnd.observe(ms / 1000);
+      digest.add(ms);
     }],
     ['batch', (b: { size: number; ms: number }) => {
       batchSize.observe(b.size);
@@ -127,6 +134,7 @@ export async function startWorkerMetrics(d: WorkerDeps, worker: PurchaseWorker):
     async stop() {
       for (const [event, fn] of listeners) worker.off(event, fn);
       stops.forEach((s) => s());
+      digest.stop();
       if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
@@ -152,4 +160,47 @@ function listen(registry: Registry, port: number, logger: Logger): Promise<Serve
     });
     server.listen(port, () => resolve(server));
   });
+}
+
+/** How often a worker writes its latency digest, ms; the dashboard ignores digests older than three of these. */
+export const DIGEST_INTERVAL_MS = 1000;
+
+/**
+ * Each second, the accepted→final latencies of the decisions this worker wrote in that second, as count, p50 and p99
+ * (ms), in one field of a Redis hash the operator dashboard reads (a histogram cannot give a dashboard a percentile
+ * of the last second without Prometheus). Written only in seconds with decisions; the hash expires when no worker
+ * writes.
+ */
+class LatencyDigest {
+  private window: number[] = [];
+  private readonly timer: NodeJS.Timeout;
+  private readonly id = `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
+
+  constructor(private readonly d: WorkerDeps) {
+    this.timer = setInterval(() => this.flush(), DIGEST_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  add(ms: number): void {
+    if (this.window.length < 100_000) this.window.push(ms);
+  }
+
+  private flush(): void {
+    if (this.window.length === 0) return;
+    const sorted = this.window.sort((a, b) => a - b);
+    this.window = [];
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+    const key = latencyDigestKey(this.d.config.REDIS_KEY_PREFIX);
+    const value = JSON.stringify({ at: Date.now(), count: sorted.length, p50: at(0.5), p99: at(0.99) });
+    this.d.redis
+      .multi()
+      .hset(key, this.id, value)
+      .pexpire(key, 10 * DIGEST_INTERVAL_MS)
+      .exec()
+      .catch(() => undefined);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
 }

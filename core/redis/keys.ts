@@ -76,3 +76,11 @@ export function loadedSalesKey(prefix: string): string {
 export function stockChannel(prefix: string): string {
   return `${prefix}:stock-returned`;
 }
+
+/**
+ * Hash of the workers' latest one-second digests of accepted→final latency (field: worker id, value: JSON
+ * `{ at, count, p50, p99 }`, ms), read by the operator dashboard. Its own slot: it belongs to no sale.
+ */
+export function latencyDigestKey(prefix: string): string {
+  return `${prefix}:{ops}:latency`;
+}
