@@ -38,6 +38,8 @@ export interface Results {
   machine: Machine;
   settings: Record<string, unknown>;
   loads: LoadRow[];
+  /** Throughput lost to metrics (1 - on/off), per path, and the runs' req/s (step 5). */
+  metricsCost?: { accept: number; soldOut: number; rps: Record<string, { accept: number[]; soldOut: number[] }> };
   /** The backlog as the broker holds it: messages against purchases (publisher micro-batching). */
   queue?: { messages: number; purchases: number };
   drain?: { backlog: number; decisionsPerS: number; measuredS: number; sinceWorkerStartS: number };
@@ -120,6 +122,13 @@ export function markdown(r: Results): string {
     const decisions = Object.entries(c.decisions).map(([k, v]) => `${int(v)} ${k}`).join(', ') || 'none';
     rows.push(
       `| Flash crowd: ${int(c.shoppers)} shoppers, ${int(c.stock)} units | **every shopper final after ${c.allFinalS.toFixed(2)} s** (last HTTP answer after ${c.answeredS.toFixed(2)} s; last accepted request final after ${c.acceptedFinalS.toFixed(2)} s); ${int(c.accepted)} accepted (${decisions}), ${int(c.soldOutAtTheDoor)} sold out at the door |`,
+    );
+  }
+  if (r.metricsCost) {
+    const m = r.metricsCost;
+    const runs = (xs: number[]) => xs.map((x) => int(x)).join(', ');
+    rows.push(
+      `| Cost of metrics (1 − on/off throughput) | accept path ${(m.accept * 100).toFixed(1)}% (on ${runs(m.rps.on!.accept)} vs off ${runs(m.rps.off!.accept)} req/s); sold-out path ${(m.soldOut * 100).toFixed(1)}% (on ${runs(m.rps.on!.soldOut)} vs off ${runs(m.rps.off!.soldOut)} req/s) |`,
     );
   }
   if (rows.length) out.push('## Worker and end to end', '', '| Measure | Result |', '|---|---|', ...rows, '');

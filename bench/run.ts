@@ -7,6 +7,8 @@
  *   3. One worker drains the backlog (decisions/s), then end-to-end latency from acceptance to final state at a
  *      rate below saturation.
  *   4. A flash crowd at a small sale: time until every shopper has a final answer.
+ *   5. The cost of metrics: the accept and sold-out paths against a second API process with METRICS=false, side by
+ *      side with the first (runs alternate on/off, twice each), reported as the ratio off/on.
  *
  * Every shopper is distinct (one token each), as in a real crowd: a repeated shopper would be refused as a
  * duplicate and measure another path. After each step the invariants are checked (no oversell, nothing lost, counts
@@ -340,6 +342,48 @@ async function crowd(run: Run): Promise<void> {
   };
 }
 
+/** Step 5: the accept and sold-out paths with metrics on (the main API) and off (a second API process). */
+async function metricsCost(run: Run): Promise<void> {
+  const { sys, shoppers, results, config } = run;
+  const s = settings;
+  const closed = `closed loop, ${s.connections} conn, ${s.durationS} s`;
+  log(`5. Cost of metrics (${closed}, alternating on/off, twice each)`);
+  const offUrl = await sys.startApi('api-nometrics', { METRICS: 'false' });
+  const sale = await sys.createSale({ name: 'bench: metrics cost', stock: 10_000_000, perUserLimit: 1 });
+  const soldOut = await sys.createSale({ name: 'bench: metrics cost, sold out', stock: 1, perUserLimit: 1 });
+  const { token } = await mintToken(config.JWT_SECRET, `bench-buyer-${randomBytes(4).toString('hex')}`, 3600);
+  const first = await fetch(`${sys.apiUrl}/api/sales/${soldOut}/purchases`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+  if (first.status !== 202) throw new Error(`buying the only unit: ${first.status}`);
+  // Every shopper buys this sale once at most: four accept runs share the tokens.
+  const cursor = new Cursor(shoppers);
+  const perRun = Math.floor(shoppers.size / 5);
+  const variants = [
+    { name: 'on', url: sys.apiUrl },
+    { name: 'off', url: offUrl },
+  ];
+  const rps: Record<string, { accept: number[]; soldOut: number[] }> = { on: { accept: [], soldOut: [] }, off: { accept: [], soldOut: [] } };
+  for (const v of variants) {
+    await closedLoop({ url: v.url, path: `/api/sales/${soldOut}/purchases`, connections: s.connections, durationS: s.warmupS, token: () => cursor.take(), onAnswer: isSoldOut });
+  }
+  for (const round of [0, 1]) {
+    for (const v of round === 0 ? variants : [...variants].reverse()) {
+      const accept = await closedLoop({ url: v.url, path: `/api/sales/${sale}/purchases`, connections: s.connections, durationS: s.durationS, maxRequests: perRun, token: () => cursor.take(), onAnswer: (st) => st === 202 });
+      cleanLoad(run, `metrics ${v.name}: accept`, accept);
+      rps[v.name]!.accept.push(accept.rps);
+      results.loads.push({ name: `Accept path (202), metrics ${v.name}, run ${round + 1}`, mode: closed, stats: accept });
+      const sold = await closedLoop({ url: v.url, path: `/api/sales/${soldOut}/purchases`, connections: s.connections, durationS: s.durationS, token: () => cursor.take(), onAnswer: isSoldOut });
+      cleanLoad(run, `metrics ${v.name}: sold out`, sold);
+      rps[v.name]!.soldOut.push(sold.rps);
+      results.loads.push({ name: `Sold-out path (409), metrics ${v.name}, run ${round + 1}`, mode: closed, stats: sold });
+    }
+  }
+  noCrashes(run);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const cost = (path: 'accept' | 'soldOut') => 1 - mean(rps.on![path]) / mean(rps.off![path]);
+  results.metricsCost = { accept: cost('accept'), soldOut: cost('soldOut'), rps };
+  log(`   metrics cost: accept ${(cost('accept') * 100).toFixed(1)}%, sold out ${(cost('soldOut') * 100).toFixed(1)}% of throughput (negative: on was faster, i.e. noise)`);
+}
+
 async function main(): Promise<number> {
   const id = randomBytes(4).toString('hex');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -375,11 +419,16 @@ async function main(): Promise<number> {
     await shoppers.ensure(Math.max(settings.backlog, settings.crowd));
     log(`   ${shoppers.size} shopper tokens minted in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
+    if (process.env.BENCH_ONLY === 'metrics') {
+      await metricsCost(run);
+      throw new Error('BENCH_ONLY=metrics: the other steps were skipped');
+    }
     const bigSale = await sys.createSale({ name: 'bench: accept path', stock: Math.min(10_000_000, Math.max(BIG_STOCK, 2 * (settings.backlog + settings.e2eRate * settings.e2eDurationS))), perUserLimit: 1 });
     const big = await acceptPath(run, bigSale);
     const one = await soldOutPath(run, results.loads[0]!.stats.rps);
     await worker(run, { sale: bigSale, ...big }, one);
     await crowd(run);
+    await metricsCost(run);
   } catch (err) {
     results.error = (err as Error).stack ?? String(err);
     console.error(`\nRun aborted: ${results.error}`);

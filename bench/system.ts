@@ -109,6 +109,7 @@ export class BenchSystem {
   private amqpConn: ChannelModel | undefined;
   private worker: Child | undefined;
   private readonly saleIds: string[] = [];
+  private readonly extraApis: Child[] = [];
   private stopped: Promise<void> | undefined;
 
   private constructor(
@@ -145,6 +146,19 @@ export class BenchSystem {
     return sys;
   }
 
+  /**
+   * Starts another API process on the same names with `env` on top (e.g. METRICS=false), for a side-by-side run.
+   * @returns its base URL. It is stopped with the system.
+   */
+  async startApi(name: string, env: NodeJS.ProcessEnv): Promise<string> {
+    const port = await freePort();
+    const child = new Child(name, 'api/main.ts', { ...this.env, ...env, PORT: String(port) }, `${this.logPrefix}-${name}.log`);
+    this.extraApis.push(child);
+    const url = `http://127.0.0.1:${port}`;
+    await waitReady(child, `${url}/readyz`, (s) => s === 200);
+    return url;
+  }
+
   /** Starts one worker process; it starts consuming the backlog as soon as it has connected. */
   startWorker(): void {
     this.worker = new Child('worker', 'worker/main.ts', this.env, `${this.logPrefix}-worker.log`);
@@ -152,7 +166,7 @@ export class BenchSystem {
 
   /** A message for each child that ended without being asked to. */
   crashes(): string[] {
-    return [this.api, this.bare, this.worker].flatMap((c) => (c?.crashed ? [c.crashed] : []));
+    return [this.api, this.bare, this.worker, ...this.extraApis].flatMap((c) => (c?.crashed ? [c.crashed] : []));
   }
 
   async createSale(body: { name: string; stock: number; perUserLimit?: number }): Promise<string> {
@@ -217,7 +231,7 @@ export class BenchSystem {
     // Close the run's sales while the API still answers, so nothing is admitted during the cleanup.
     if (this.api && !this.api.crashed) for (const id of this.saleIds) await attempt(`end sale ${id}`, this.endSale(id));
     // Consumers and publishers first, or they would declare the topology again.
-    await Promise.all([this.worker, this.api, this.bare].map((c) => c && attempt(`stop ${c.name}`, c.stop())));
+    await Promise.all([this.worker, this.api, this.bare, ...this.extraApis].map((c) => c && attempt(`stop ${c.name}`, c.stop())));
     await attempt('delete RabbitMQ queues', this.deleteTopology());
     await attempt('delete Redis keys', this.deleteRedisKeys());
     await attempt('delete PostgreSQL rows', this.deleteRows());
