@@ -57,11 +57,13 @@ describe('metrics', () => {
     expect(delta(api0, api1, 'flashsale_admissions_total{outcome="sold_out"}')).toBe(30);
     expect(delta(api0, api1, 'flashsale_sold_out_memory_hits_total')).toBeLessThanOrEqual(30);
     const route = 'method="POST",path="/api/sales/:saleId/purchases"';
-    expect(delta(api0, api1, `http_request_duration_seconds_count{status_code="202",${route}}`)).toBe(20);
-    expect(delta(api0, api1, `http_request_duration_seconds_count{status_code="409",${route}}`)).toBe(30);
-    // Every accepted request was published once and confirmed; none failed.
-    expect(delta(api0, api1, 'flashsale_publishes_total{result="acked"}')).toBe(20);
-    expect(delta(api0, api1, 'flashsale_publish_confirm_seconds_count')).toBe(20);
+    expect(delta(api0, api1, `http_request_duration_seconds_count{${route},status_code="202"}`)).toBe(20);
+    expect(delta(api0, api1, `http_request_duration_seconds_count{${route},status_code="409"}`)).toBe(30);
+    // The accepted requests travelled in 1 to 20 messages (one per event-loop turn), each confirmed; none failed.
+    const acked = delta(api0, api1, 'flashsale_publishes_total{result="acked"}');
+    expect(acked).toBeGreaterThanOrEqual(1);
+    expect(acked).toBeLessThanOrEqual(20);
+    expect(delta(api0, api1, 'flashsale_publish_confirm_seconds_count')).toBe(acked);
     expect(delta(api0, api1, 'flashsale_publishes_total{result="failed"}')).toBe(0);
 
     expect(delta(worker0, worker1, 'flashsale_decisions_total{outcome="succeeded"}')).toBe(20);
