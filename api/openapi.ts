@@ -286,6 +286,17 @@ export function openApiDocument(serverUrl = '/'): ReturnType<OpenApiGeneratorV31
   });
   registry.registerPath({
     method: 'get',
+    path: '/api/admin/stats/events',
+    summary: 'The operator dashboard\'s stream: `event: stats` once a second (live sales, rates, latency, queues), computed once per node',
+    tags: ['admin'],
+    security: adminAuth,
+    responses: {
+      200: { description: '`event: stats`, `id: <ms>`, `data: <snapshot JSON>` (see api/admin-stats.ts)', content: { 'text/event-stream': { schema: z.string() } } },
+      ...unauthorized,
+    },
+  });
+  registry.registerPath({
+    method: 'get',
     path: '/api/admin/dlq',
     summary: 'Count a dead-letter queue and describe its first messages (left in place)',
     tags: ['admin'],

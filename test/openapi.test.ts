@@ -141,6 +141,15 @@ describe('OpenAPI document', () => {
     conforms('post', '/api/admin/dlq/replay', await http.post('/api/admin/dlq/replay').set(admin).send({ queue: 'purchases' }));
     conforms('post', '/api/admin/dlq/replay', await http.post('/api/admin/dlq/replay').set(admin).send({ queue: 'nope' }));
 
+    // the dashboard's stream never ends: read its head, then leave
+    const ac = new AbortController();
+    const stream = await fetch(`${sys.url}/api/admin/stats/events`, { headers: admin, signal: ac.signal });
+    const first = await stream.body!.getReader().read();
+    ac.abort();
+    expect(new TextDecoder().decode(first.value)).toMatch(/^event: stats\n/);
+    conforms('get', '/api/admin/stats/events', { status: stream.status, headers: { 'content-type': stream.headers.get('content-type') }, text: '' } as unknown as Response);
+    conforms('get', '/api/admin/stats/events', await http.get('/api/admin/stats/events'));
+
     // operations
     conforms('get', '/healthz', await http.get('/healthz'));
     conforms('get', '/readyz', await http.get('/readyz'));
