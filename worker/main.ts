@@ -43,11 +43,13 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   }, Math.max(250, Math.floor(config.STALE_ADMISSION_MS / 4)));
   sweeper.unref();
 
+  // Stopping twice (a test's own stop, then its system's) must not close the connections twice.
+  let stopped: Promise<void> | undefined;
   return {
     deps,
     worker,
     metrics,
-    async stop() {
+    stop: () => (stopped ??= (async () => {
       clearInterval(sweeper);
       await worker.stop();
       await metrics?.stop();
@@ -55,7 +57,7 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
       redis.disconnect();
       await db.$disconnect();
       await sql.end();
-    },
+    })()),
   };
 }
 
