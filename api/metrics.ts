@@ -123,7 +123,7 @@ export function createApiMetrics(d: { config: Config; broker: Broker; redis: Red
       return;
     }
     const start = performance.now();
-    const sse = req.method === 'GET' && req.url.endsWith('/events');
+    const sse = req.method === 'GET' && req.path.endsWith('/events');
     if (sse) {
       sseOpen.inc();
       res.once('close', () => sseOpen.dec());

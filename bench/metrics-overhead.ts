@@ -16,7 +16,7 @@ const metrics = createApiMetrics({ config, broker, redis: {} as never, topology:
 
 function once(): void {
   const res = Object.assign(new EventEmitter(), { statusCode: 409, locals: { problem: 'sold-out' }, getHeader: () => undefined });
-  const req = { method: 'POST', url: '/api/sales/0b6f6a52-4a3c-4f55-9d89-2b1c4c0a1f00/purchases', route: { path: '/api/sales/:saleId/purchases' } };
+  const req = { method: 'POST', url: '/api/sales/0b6f6a52-4a3c-4f55-9d89-2b1c4c0a1f00/purchases', path: '/api/sales/0b6f6a52-4a3c-4f55-9d89-2b1c4c0a1f00/purchases', route: { path: '/api/sales/:saleId/purchases' } };
   metrics.middleware(req as unknown as Request, res as unknown as Response, () => undefined);
   res.emit('finish');
 }

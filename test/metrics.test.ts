@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startSystem, type TestSystem } from './support/system.ts';
+import { ADMIN_TOKEN, startSystem, type TestSystem } from './support/system.ts';
 
 let sys: TestSystem;
 beforeAll(async () => {
@@ -104,6 +104,15 @@ describe('metrics', () => {
     const m = await apiMetrics();
     expect([...m.keys()].some((k) => k.includes('/api/nothing'))).toBe(false);
     expect([...m.keys()].some((k) => k.startsWith('http_request_duration_seconds_count') && k.includes('path="none"') && k.includes('status_code="404"'))).toBe(true);
+  });
+
+  it('when an event stream is open (with a query string), then it is counted until it closes', async () => {
+    const ac = new AbortController();
+    const stream = await fetch(`${sys.url}/api/admin/stats/events?lastEventId=1`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, signal: ac.signal });
+    expect(stream.status).toBe(200);
+    expect((await apiMetrics()).get('flashsale_sse_streams_open')).toBe(1);
+    ac.abort();
+    await expect.poll(async () => (await apiMetrics()).get('flashsale_sse_streams_open'), { timeout: 10_000 }).toBe(0);
   });
 
   it('when the worker listener is asked anything but GET /metrics, then 404', async () => {
