@@ -1,0 +1,76 @@
+/**
+ * A child process we started, ended only by its own pid (or the process group it leads, which holds only what it
+ * spawned). Output goes to a log file, appended across restarts, so a diagnosis can read around a moment.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+
+/** How a child ended: a signal name (`SIGKILL`) or `exit <code>`. */
+export type ExitReason = string;
+
+export interface ChildHandle {
+  readonly pid: number;
+  /** Resolves when the process has ended, with how it ended. */
+  readonly exited: Promise<ExitReason>;
+  /** Set once the process has ended. */
+  exit: ExitReason | undefined;
+  /** SIGKILL to the process group it leads (kill -9: no cleanup, as a crash). Resolves once it ended. */
+  kill(): Promise<ExitReason>;
+  /** SIGTERM, then SIGKILL after `graceMs` (ms). Resolves once it ended. */
+  stop(graceMs?: number): Promise<ExitReason>;
+}
+
+/**
+ * Spawns `command args` detached (its own process group, so a Ctrl-C on the terminal reaches only the parent, which
+ * then ends it in order), with stdout and stderr appended to `logPath`.
+ * @throws when the process cannot be spawned (no pid).
+ */
+export function spawnChild(command: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; logPath: string }): ChildHandle {
+  const log = openSync(opts.logPath, 'a');
+  const proc: ChildProcess = spawn(command, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', log, log], detached: true });
+  closeSync(log);
+  if (proc.pid === undefined) throw new Error(`could not spawn ${command}`);
+  const pid = proc.pid;
+  const handle: ChildHandle = {
+    pid,
+    exit: undefined,
+    exited: new Promise<ExitReason>((resolve) => {
+      proc.once('exit', (code, signal) => {
+        handle.exit = signal ?? `exit ${code}`;
+        resolve(handle.exit);
+      });
+      proc.once('error', (err) => {
+        handle.exit = `error ${err.message}`;
+        resolve(handle.exit);
+      });
+    }),
+    kill: () => signalGroup(handle, 'SIGKILL'),
+    stop: async (graceMs = 15_000) => {
+      if (handle.exit) return handle.exit;
+      void signalGroup(handle, 'SIGTERM');
+      const timer = setTimeout(() => void signalGroup(handle, 'SIGKILL'), graceMs);
+      const reason = await handle.exited;
+      clearTimeout(timer);
+      return reason;
+    },
+  };
+  return handle;
+}
+
+async function signalGroup(child: ChildHandle, signal: NodeJS.Signals): Promise<ExitReason> {
+  if (!child.exit) {
+    try {
+      process.kill(-child.pid, signal); // the group this child leads: it and what it spawned, nothing else
+    } catch {
+      try {
+        process.kill(child.pid, signal);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  return child.exited;
+}
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
