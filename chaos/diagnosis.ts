@@ -33,10 +33,10 @@ export interface DiagnosisInput {
 /** Writes the diagnosis folder and returns its path. Never throws: a part it cannot read says why instead. */
 export async function writeDiagnosis(d: DiagnosisInput): Promise<string> {
   mkdirSync(d.dir, { recursive: true });
-  const offenders = new Map<string, string>();
-  for (const rid of d.verdict.lost) offenders.set(rid, 'lost');
-  for (const o of d.verdict.orphans) offenders.set(o.requestId, o.ambiguous ? 'orphan (its shopper had an unanswered attempt)' : 'orphan');
-  for (const x of d.verdict.dangling409) offenders.set(x.requestId || `(empty, user ${x.userId})`, `named by a 409 duplicate-purchase, reads ${x.read}`);
+  const offenders = new Map<string, { why: string; users: string[] }>();
+  for (const rid of d.verdict.lost) offenders.set(rid, { why: 'lost', users: [] });
+  for (const o of d.verdict.orphans) offenders.set(o.requestId, { why: o.ambiguous ? 'orphan (its shopper had an unanswered attempt)' : 'orphan', users: [o.userId] });
+  for (const x of d.verdict.dangling409) offenders.set(x.requestId || `(empty, user ${x.userId})`, { why: `named by a 409 duplicate-purchase, reads ${x.read}`, users: [x.userId] });
   const users = new Set(d.verdict.overLimit.map((u) => u.userId));
   writeFileSync(join(d.dir, 'summary.json'), JSON.stringify({ figures: d.figures, violations: d.verdict.violations, offenders: Object.fromEntries(offenders), verdict: d.verdict, timeline: d.timeline }, null, 2));
 
@@ -47,10 +47,10 @@ export async function writeDiagnosis(d: DiagnosisInput): Promise<string> {
   const keys = saleKeys(d.redisPrefix, d.saleId);
   try {
     let n = 0;
-    for (const [rid, why] of offenders) {
+    for (const [rid, { why, users: named }] of offenders) {
       if (n++ >= MAX_DETAILED) break;
       const purchases = d.load.purchases.filter((p) => p.accepted === rid || p.attempts.some((a) => a.requestId === rid));
-      const userIds = new Set(purchases.map((p) => p.userId));
+      const userIds = new Set([...named, ...purchases.map((p) => p.userId)]);
       const rows = dbOk ? await db.query('SELECT * FROM purchases WHERE request_id::text = $1 OR order_id IN (SELECT id FROM orders WHERE request_id::text = $1)', [rid]).then((r) => r.rows, (e: Error) => e.message) : 'no database';
       const orders = dbOk ? await db.query('SELECT * FROM orders WHERE request_id::text = $1', [rid]).then((r) => r.rows, (e: Error) => e.message) : 'no database';
       for (const o of Array.isArray(orders) ? (orders as { user_id: string }[]) : []) userIds.add(o.user_id);
