@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { writeDiagnosis } from './diagnosis.ts';
 import { check, drain, type Sale } from './invariants.ts';
 import { chaosOptions } from './options.ts';
@@ -39,6 +40,12 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     exiting = true;
     log(`${signal}: stopping every process the run started`);
     void stopAll().finally(() => process.exit(130));
+  });
+}
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err) => {
+    console.error(`chaos run could not be carried out (${event}): ${(err as Error).stack ?? String(err)}`);
+    void stopAll().finally(() => process.exit(2));
   });
 }
 process.on('exit', () => (sys ? sys.killAllNow() : early?.killParts()));
@@ -74,6 +81,9 @@ async function main(): Promise<number> {
   const sale = await createSale(sys, Math.floor(opts.shoppers * 0.9));
   const s = sys;
 
+  // The harness's own event-loop delay: on a starved machine it stretches every measured time.
+  const lag = monitorEventLoopDelay({ resolution: 20 });
+  lag.enable();
   const faults: Promise<FaultRun>[] = [];
   const loadStart = Date.now();
   const timers = schedule.map((kill) =>
@@ -90,6 +100,7 @@ async function main(): Promise<number> {
   );
   const load = await runShoppers({ apiUrls: s.apiUrls, saleId: sale.id, shoppers: opts.shoppers, loadMs, runId, secret: JWT_SECRET, rnd });
   timers.forEach(clearTimeout);
+  lag.disable();
   const faultRuns = await Promise.all(faults);
   log(`load done in ${((load.endedAt - loadStart) / 1000).toFixed(1)} s; draining`);
   const { pending, drainedAt } = await drain(s.apiUrls, sale.id, load, opts.drainSeconds * 1000);
@@ -120,7 +131,7 @@ async function main(): Promise<number> {
     `shoppers=${opts.shoppers} stock=${sale.stock} requests=${verdict.requests} 202=${verdict.accepted} 503=${verdict.unavailable} other={${other}} ` +
     `lost=${verdict.lost.length} orphans=${verdict.orphans.length} overLimit=${verdict.overLimit.length} oversold=${verdict.oversold} ` +
     `remaining+units-stock=${verdict.imbalance} dangling409=${verdict.dangling409.length} bad5xx=${verdict.bad5xx.length} ` +
-    `recovery=[${recovery.join('; ')}] selfExits={${restarts}} drain=${((drainedAt - load.endedAt) / 1000).toFixed(1)}s`;
+    `recovery=[${recovery.join('; ')}] selfExits={${restarts}} drain=${((drainedAt - load.endedAt) / 1000).toFixed(1)}s harnessLagMax=${Math.round(lag.max / 1e6)}ms`;
   console.log(figures);
   if (ok) {
     await s.stop();

@@ -78,7 +78,7 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
   const databaseUrl = process.env.CHAOS_DATABASE_URL ?? `postgresql://postgres@127.0.0.1:5432/flash_sale_chaos_${runId}`;
   const [redisPort, amqpPort, distPort, api1Port, api2Port] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const migrated = migrate(databaseUrl);
-  parts.redis = await startRedisNode({ port: redisPort, dir: join(dir, 'redis') });
+  parts.redis = await startRedisNode({ port: redisPort, dir: join(dir, 'redis'), readyTimeoutMs: 30_000 });
   parts.broker = await startRabbitNode({ name: `rchaos${runId}`, port: amqpPort, distPort, dir: join(dir, 'rabbitmq') });
   await migrated;
 
@@ -113,6 +113,20 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
   const redis = parts.redis;
   const broker = parts.broker;
   let stopped: Promise<void> | undefined;
+  const recovering = new Map<Target, Promise<number>>();
+  const killOnce = async (target: Target, restartDelayMs: number): Promise<number> => {
+    switch (target) {
+      case 'api1':
+      case 'api2':
+        return apis[target === 'api1' ? 0 : 1]!.killAndRestart(restartDelayMs);
+      case 'worker':
+        return worker.killAndRestart(restartDelayMs);
+      case 'redis':
+        return restartNode('redis', redis, restartDelayMs, events);
+      case 'broker':
+        return restartNode('broker', broker, restartDelayMs, events);
+    }
+  };
   return {
     runId,
     dir,
@@ -124,18 +138,12 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
     databaseUrl,
     redisPrefix,
     events,
-    async kill(target, restartDelayMs) {
-      switch (target) {
-        case 'api1':
-        case 'api2':
-          return apis[target === 'api1' ? 0 : 1]!.killAndRestart(restartDelayMs);
-        case 'worker':
-          return worker.killAndRestart(restartDelayMs);
-        case 'redis':
-          return restartNode('redis', redis, restartDelayMs, events);
-        case 'broker':
-          return restartNode('broker', broker, restartDelayMs, events);
-      }
+    kill(target, restartDelayMs) {
+      // One fault at a time per target: a kill scheduled while the target is still coming back waits for it.
+      const previous = recovering.get(target) ?? Promise.resolve(0);
+      const next = previous.then(() => killOnce(target, restartDelayMs));
+      recovering.set(target, next.catch(() => 0));
+      return next;
     },
     logs: () => ({ api1: apis[0]!.logPath, api2: apis[1]!.logPath, worker: workerLog, redis: redis.logPath, broker: broker.logPath }),
     stop: () => (stopped ??= stopParts()),
@@ -158,7 +166,10 @@ async function restartNode(name: string, node: RedisNode | RabbitNode, delayMs: 
   events.push({ at: Date.now(), name, what: 'kill', detail: `pids ${[pids].flat().join(',')}` });
   await new Promise((r) => setTimeout(r, delayMs));
   events.push({ at: Date.now(), name, what: 'start' });
-  await node.restart();
+  await node.restart().catch(async (err: Error) => {
+    events.push({ at: Date.now(), name, what: 'exit', detail: `restart failed, trying again: ${err.message}` });
+    await node.restart();
+  });
   const at = Date.now();
   events.push({ at, name, what: 'ready' });
   return at;
