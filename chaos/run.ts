@@ -107,11 +107,8 @@ async function main(): Promise<number> {
   const verdict = await check({ databaseUrl: s.databaseUrl, apiUrls: s.apiUrls, adminToken: ADMIN_TOKEN, sale, load, pendingReads: pending });
 
   // Recovery: from the moment the last process of a fault is back to the first 202 after it.
-  const byFault = new Map<string, FaultRun[]>();
-  for (const f of faultRuns) {
-    const key = f.kill.fault === 'combined' ? `combined@${Math.round(f.kill.atMs / 5000)}` : `${f.kill.target}@${f.kill.atMs}`;
-    byFault.set(key, [...(byFault.get(key) ?? []), f]);
-  }
+  const byFault = new Map<number, FaultRun[]>();
+  for (const f of faultRuns) byFault.set(f.kill.group, [...(byFault.get(f.kill.group) ?? []), f]);
   const recovery = [...byFault.values()]
     .sort((a, b) => a[0]!.killedAt - b[0]!.killedAt)
     .map((group) => {

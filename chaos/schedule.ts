@@ -16,6 +16,8 @@ export interface Kill {
   restartDelayMs: number;
   /** The schedule entry it belongs to (a combined fault has two kills). */
   fault: FaultKind;
+  /** Index of that entry: the kills of one combined fault share it. */
+  group: number;
 }
 
 /**
@@ -39,11 +41,11 @@ export function buildSchedule(rnd: Random, kinds: readonly FaultKind[], loadMs: 
     const at = Math.round(from + i * slot + rnd.next() * slot * 0.4);
     if (fault === 'combined') {
       const pair: [Target, Target] = i === 0 || rnd.next() < 0.6 ? [api(), 'redis'] : rnd.pick([[api(), 'broker'], ['broker', 'redis'], ['worker', 'redis']] as [Target, Target][]);
-      kills.push({ atMs: at, target: pair[0], restartDelayMs: delay(pair[0]), fault });
-      kills.push({ atMs: at + rnd.int(200, 3000), target: pair[1], restartDelayMs: delay(pair[1]), fault });
+      kills.push({ atMs: at, target: pair[0], restartDelayMs: delay(pair[0]), fault, group: i });
+      kills.push({ atMs: at + rnd.int(200, 3000), target: pair[1], restartDelayMs: delay(pair[1]), fault, group: i });
     } else {
       const target: Target = fault === 'api' ? api() : fault;
-      kills.push({ atMs: at, target, restartDelayMs: delay(target), fault });
+      kills.push({ atMs: at, target, restartDelayMs: delay(target), fault, group: i });
     }
   });
   return kills.sort((a, b) => a.atMs - b.atMs);
