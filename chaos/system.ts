@@ -76,7 +76,7 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
   onStarted({ stopParts, killParts });
 
   const databaseUrl = process.env.CHAOS_DATABASE_URL ?? `postgresql://postgres@127.0.0.1:5432/flash_sale_chaos_${runId}`;
-  const [redisPort, amqpPort, distPort, api1Port, api2Port] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [redisPort, amqpPort, distPort, api1Port, api2Port, workerMetricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
   const migrated = migrate(databaseUrl);
   parts.redis = await startRedisNode({ port: redisPort, dir: join(dir, 'redis'), readyTimeoutMs: 30_000 });
   parts.broker = await startRabbitNode({ name: `rchaos${runId}`, port: amqpPort, distPort, dir: join(dir, 'rabbitmq') });
@@ -95,6 +95,7 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
     ADMIN_TOKEN,
     JWT_SECRET,
     LOG_LEVEL: 'info',
+    WORKER_METRICS_PORT: String(workerMetricsPort),
   };
   const events: ProcessEvent[] = [];
   const apiUrls = [`http://127.0.0.1:${api1Port}`, `http://127.0.0.1:${api2Port}`];
