@@ -123,7 +123,7 @@ describe('admit-8.lua', () => {
   });
 });
 
-describe('decide-5.lua', () => {
+describe('decide-6.lua', () => {
   it('when decided twice, then stock is taken once and the replay returns the first decision', async () => {
     const { keys, saleId, epoch } = await newSale(3);
     const a = admitArgs('u1');
@@ -182,8 +182,11 @@ describe('decide-5.lua', () => {
     const keys = saleKeys(prefix, saleId);
     await load(redis, keys, { stock: 5, remaining: 4, perUserLimit: 1, startsAtMs: 0, endsAtMs: 0, epoch: '2', buyers: [['x', 1, randomUUID()]], decisions: [] });
     expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'x', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.OverLimit);
-    expect((await decide(redis, keys, [{ requestId: randomUUID(), userId: 'y', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.Succeeded);
+    const y = randomUUID();
+    expect((await decide(redis, keys, [{ requestId: y, userId: 'y', quantity: 1, epoch: 'old' }])).results[0]!.decision).toBe(Decision.Succeeded);
     expect(await redis.hget(keys.sale, 'remaining')).toBe('3');
+    // What holds y's place now is that request: a second request of y's is told so.
+    expect(await admit(redis, keys, idempotencyKey(prefix, saleId, 'y', ''), admitArgs('y'))).toEqual({ code: AdmitCode.Duplicate, value: y });
   });
 
   it('when the sale was rebuilt with a decision PostgreSQL holds, then a redelivery replays it', async () => {

@@ -1,5 +1,5 @@
 /**
- * Deciding a batch in Redis: one decide-5.lua call per sale with all of that sale's purchases, in order. A sale
+ * Deciding a batch in Redis: one decide-6.lua call per sale with all of that sale's purchases, in order. A sale
  * Redis does not hold (it lost its state) is rebuilt from PostgreSQL and decided again; purchases of a sale
  * PostgreSQL does not know either are dead-lettered.
  */

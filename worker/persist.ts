@@ -25,7 +25,7 @@ export interface DecidedPurchase {
   quantity: number;
   status: FinalStatus;
   reason?: string;
-  /** The sale's epoch the decision was taken under (see decide-5.lua). */
+  /** The sale's epoch the decision was taken under (see decide-6.lua). */
   epoch: string;
 }
 

@@ -9,7 +9,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
 const SCRIPT_VERSION = 'v2';
-const scripts = { admit: 8, decide: 5, release: 3, withdraw: 8, load: 6, 'put-state': 1, end: 1 } as const;
+const scripts = { admit: 8, decide: 6, release: 3, withdraw: 8, load: 6, 'put-state': 1, end: 1 } as const;
 type ScriptName = keyof typeof scripts;
 const commandName = (name: ScriptName) => `fs_${name.replace('-', '_')}_${SCRIPT_VERSION}`;
 
@@ -25,7 +25,7 @@ export enum AdmitCode {
   SoldOut = 7,
 }
 
-/** Decision codes of `decide-5.lua`, also stored per request in the sale's decided hash. */
+/** Decision codes of `decide-6.lua`, also stored per request in the sale's decided hash. */
 export enum Decision {
   Succeeded = 0,
   SoldOut = 1,
@@ -149,13 +149,13 @@ export interface DecideArgs {
 }
 
 /**
- * Decides purchases of one sale in one atomic call (see `decide-5.lua`), in order.
+ * Decides purchases of one sale in one atomic call (see `decide-6.lua`), in order.
  * @returns the sale's epoch the decisions were taken under ("0" when the sale is not loaded), and one result per
  *   purchase in the order given. @throws Error on a reply of an unexpected shape.
  */
 export async function decide(redis: Runner, keys: SaleKeys, purchases: DecideArgs[]): Promise<{ epoch: string; results: DecideResult[] }> {
   const args = purchases.flatMap((a) => [a.requestId, a.userId, a.quantity, a.epoch]);
-  const reply = await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided], args);
+  const reply = await run(redis, 'decide', [keys.sale, keys.held, keys.inflight, keys.requests, keys.decided, keys.last], args);
   if (!Array.isArray(reply) || reply.length !== 1 + purchases.length * 2 || !reply.slice(1).every((v) => typeof v === 'number')) {
     throw new Error(`Unexpected reply from decide: ${JSON.stringify(reply)}`);
   }

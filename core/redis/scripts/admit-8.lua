@@ -10,7 +10,7 @@
   KEYS[3] last hash        userId -> requestId of the shopper's latest admitted request
   KEYS[4] inflight zset    requestId -> admission time (ms): admitted, not yet decided
   KEYS[5] requests hash    requestId -> "quantity|userId" of each inflight request
-  KEYS[6] decided hash     requestId -> decision code (see decide-5.lua)
+  KEYS[6] decided hash     requestId -> decision code (see decide-6.lua)
   KEYS[7] idempotency key  "bodyHash|requestId|quantity|epoch|admittedAt", expires after ARGV[6] s
   KEYS[8] purchase hash    version, body: the request's shopper-visible state (see put-state-1.lua)
   ARGV[1] requestId  ARGV[2] userId  ARGV[3] quantity  ARGV[4] now (ms)

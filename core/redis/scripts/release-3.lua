@@ -2,7 +2,7 @@
   Returns the units of a succeeded purchase to stock: its reservation expired unpaid, it failed for good after it
   was decided, or PostgreSQL refused it. Idempotent per requestId: only a SUCCEEDED decision is released, once.
 
-  KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] decided hash  (see admit-8.lua, decide-5.lua)
+  KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] decided hash  (see admit-8.lua, decide-6.lua)
   ARGV[1] requestId  ARGV[2] userId  ARGV[3] quantity  ARGV[4] the new decision code (1 SOLD_OUT, 5 EXPIRED, 6 FAILED)
   ARGV[5] pub/sub channel announcing returned stock  ARGV[6] the sale id, published on it
 

@@ -2,7 +2,7 @@
   Withdraws an admission that the API could not confirm in the queue (its publish failed or its outcome is unknown),
   before the shopper is told 503: no held units, no pending units, no idempotency key, no queued state and no
   dangling `last` left behind, and the request is marked withdrawn in the decided hash, so a copy of its message
-  that reached the queue after all is dropped by decide-5.lua (code 3) instead of becoming an order.
+  that reached the queue after all is dropped by decide-6.lua (code 3) instead of becoming an order.
   Idempotent: a request already decided keeps its decision.
 
   KEYS    as admit-8.lua: sale, held, last, inflight, requests, decided, idempotency key, purchase hash

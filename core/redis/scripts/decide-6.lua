@@ -6,6 +6,7 @@
 
   KEYS[1] sale hash  KEYS[2] held hash  KEYS[3] inflight zset  KEYS[4] requests hash  (see admit-8.lua)
   KEYS[5] decided hash     requestId -> decision code
+  KEYS[6] last hash        userId -> the request that holds the shopper's place (what a 409 duplicate-purchase names)
   ARGV    groups of four: requestId, userId, quantity, the sale's epoch when the request was admitted
 
   Returns a flat array: the sale's epoch (the decisions are valid only under it, see worker/persist.ts), then two
@@ -54,6 +55,7 @@ for i = 1, #ARGV, 4 do
     elseif remaining >= quantity then
       code = 0
       rcall("HINCRBY", KEYS[2], userId, quantity)
+      rcall("HSET", KEYS[6], userId, requestId)
     else
       code = 1
     end
