@@ -13,6 +13,7 @@ import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
 import { orderRoutes } from './routes/orders.ts';
 import { purchaseRoutes } from './routes/purchases.ts';
+import { queueRoutes } from './routes/queue.ts';
 import { saleRoutes } from './routes/sales.ts';
 import { sessionRoutes } from './routes/session.ts';
 
@@ -38,6 +39,7 @@ export function createApp(d: ApiDeps): Express {
   });
   // The purchase routes first: they carry the flash crowd, and every router before them is walked per request.
   app.use(purchaseRoutes(d));
+  app.use(queueRoutes(d));
   app.use(healthRoutes(d));
   app.use(sessionRoutes(d));
   app.use(saleRoutes(d));

@@ -21,7 +21,10 @@ export type ProblemSlug =
   | 'payload-too-large'
   | 'unsupported-media-type'
   | 'order-expired'
-  | 'internal-error';
+  | 'internal-error'
+  | 'not-admitted'
+  | 'queue-not-open'
+  | 'no-waiting-room';
 
 const TITLES: Record<ProblemSlug, string> = {
   'validation-error': 'Your request is not valid',
@@ -37,6 +40,9 @@ const TITLES: Record<ProblemSlug, string> = {
   'unsupported-media-type': 'Unsupported media type',
   'order-expired': 'The reservation expired',
   'internal-error': 'Internal error',
+  'not-admitted': 'Wait for your turn in the queue',
+  'queue-not-open': 'The queue is not open yet',
+  'no-waiting-room': 'This sale has no waiting room',
 };
 
 /**

@@ -58,6 +58,10 @@ const schema = z
     METRICS_SALES_MAX: int(0).max(1000).default(20),
     /** Share of routine answers on the purchase routes that get a request-log line, 0..1 (see api/request-log.ts). */
     REQUEST_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
+    /** A waiting ticket with no poll or open stream for this long drops out when it reaches the head, s. */
+    QUEUE_ABANDON_SECONDS: int(1).default(30),
+    /** How often a node advances the serving counter of each sale it streams queue events for, ms. */
+    QUEUE_TICK_MS: int(50).default(1000),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env, ctx) => {

@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import type { Db } from './db/client.ts';
 import { loadedSalesKey, saleKeys } from './redis/keys.ts';
 import { Decision, endAt, load, type SaleSnapshot } from './redis/scripts.ts';
+import { rememberWaitingRoom, waitingRoomCreate, type WaitingRoom, type WaitingRoomInput } from './waiting-room/settings.ts';
 
 export type SaleState = 'upcoming' | 'live' | 'sold_out' | 'ended';
 
@@ -40,12 +41,16 @@ export async function createSale(
   db: Db,
   redis: Redis,
   prefix: string,
-  input: { name: string; stock: number; perUserLimit: number; startsAt: Date; endsAt: Date | null },
-): Promise<SaleRecord> {
-  const sale = await db.sale.create({ data: { id: randomUUID(), ...input }, select: saleSelect });
+  input: { name: string; stock: number; perUserLimit: number; startsAt: Date; endsAt: Date | null; waitingRoom?: WaitingRoomInput },
+): Promise<SaleRecord & { waitingRoom: WaitingRoom | null }> {
+  const { waitingRoom, ...fields } = input;
+  const data = { id: randomUUID(), ...fields, ...(waitingRoom ? { waitingRoom: waitingRoomCreate(waitingRoom, fields.startsAt) } : {}) };
+  const created = await db.sale.create({ data, select: { ...saleSelect, waitingRoom: true } });
+  const { waitingRoom: room, ...sale } = created;
+  rememberWaitingRoom(sale.id, room as WaitingRoom | null);
   listed = undefined; // this process lists the new sale at once; others within LIST_TTL_MS
   await loadSale(db, redis, prefix, sale.id);
-  return sale;
+  return { ...sale, waitingRoom: room as WaitingRoom | null };
 }
 
 /**

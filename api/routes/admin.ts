@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { peekDeadLetters, replayDeadLetters } from '../../core/amqp/dead-letters.ts';
 import { saleKeys } from '../../core/redis/keys.ts';
 import { createSale, endSale, findSale, remainingOf, saleView } from '../../core/sales.ts';
+import { loadWaitingRoom, waitingRoomInput, waitingRoomView } from '../../core/waiting-room/settings.ts';
 import { requireAdmin } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
@@ -19,11 +20,16 @@ export const createSaleBody = z
     startsAt: z.iso.datetime({ offset: true }).optional(),
     endsAt: z.iso.datetime({ offset: true }).optional(),
     perUserLimit: z.int().min(1).max(10_000).default(1),
+    waitingRoom: waitingRoomInput.optional(),
   })
   // Runs even when a field failed (zod 4 keeps checking), so it judges only a well-formed endsAt.
   .refine((b) => !b.endsAt || Number.isNaN(Date.parse(b.endsAt)) || new Date(b.endsAt) > new Date(b.startsAt ?? Date.now()), {
     path: ['endsAt'],
     message: 'must be after startsAt',
+  })
+  .refine((b) => !b.waitingRoom?.opensAt || !b.startsAt || new Date(b.waitingRoom.opensAt) <= new Date(b.startsAt), {
+    path: ['waitingRoom', 'opensAt'],
+    message: 'must be at or before startsAt',
   });
 
 export const dlqQuery = z.object({
@@ -48,8 +54,10 @@ export function adminRoutes(d: ApiDeps): Router {
       perUserLimit: b.perUserLimit,
       startsAt: b.startsAt ? new Date(b.startsAt) : new Date(),
       endsAt: b.endsAt ? new Date(b.endsAt) : null,
+      waitingRoom: b.waitingRoom,
     });
-    res.status(201).location(`/api/sales/${sale.id}`).json(saleView(sale, sale.stock));
+    if (sale.waitingRoom) await loadWaitingRoom(d.redis, prefix, sale.waitingRoom, sale);
+    res.status(201).location(`/api/sales/${sale.id}`).json({ ...saleView(sale, sale.stock), waitingRoom: waitingRoomView(sale.waitingRoom) });
   });
 
   r.post('/api/admin/sales/:saleId/end', async (req, res) => {

@@ -7,6 +7,7 @@
 import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
+import { requireAdmission } from '../admission-token.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
@@ -40,7 +41,7 @@ export function purchaseRoutes(d: ApiDeps): Router {
     next();
   };
 
-  r.post('/api/sales/:saleId/purchases', knownSoldOut, shopper, answering(async (req, res) => {
+  r.post('/api/sales/:saleId/purchases', knownSoldOut, shopper, requireAdmission(d), answering(async (req, res) => {
     const saleId = req.params.saleId as string;
     if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
     const body = parse(purchaseBody, req.body ?? {}, 'body');

@@ -5,6 +5,7 @@ import { Router } from 'express';
 import { findSale, listSales, remainingOf, saleView } from '../../core/sales.ts';
 import type { ApiDeps } from '../deps.ts';
 import { isUuid } from '../validate.ts';
+import { findWaitingRoom, waitingRoomView } from '../../core/waiting-room/settings.ts';
 import { problems } from '../problem.ts';
 
 export function saleRoutes(d: ApiDeps): Router {
@@ -21,8 +22,12 @@ export function saleRoutes(d: ApiDeps): Router {
     const saleId = req.params.saleId;
     const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
     if (!sale) throw problems.saleNotFound(saleId);
-    const remaining = await remainingOf(d.db, d.redis, prefix, [sale.id]);
-    res.set('Cache-Control', 'no-cache').json(saleView(sale, remaining.get(sale.id) ?? 0));
+    const [remaining, room] = await Promise.all([remainingOf(d.db, d.redis, prefix, [sale.id]), findWaitingRoom(d.db, sale.id)]);
+    const waitingRoom = waitingRoomView(room ?? null);
+    res.set('Cache-Control', 'no-cache').json({
+      ...saleView(sale, remaining.get(sale.id) ?? 0),
+      waitingRoom: waitingRoom && { ...waitingRoom, queueUrl: `/api/sales/${sale.id}/queue` },
+    });
   });
 
   return r;

@@ -1,0 +1,102 @@
+/**
+ * Waiting-room routes: join (`POST /api/sales/:saleId/queue`), read one's ticket (`GET …/queue/me`, ETag) and
+ * follow it (`GET …/queue/events`, SSE), and the operator's audit of the pre-queue shuffle
+ * (`GET /api/admin/sales/:saleId/queue`).
+ */
+import { createHash } from 'node:crypto';
+import { Router } from 'express';
+import { queueKeys } from '../../core/waiting-room/scripts.ts';
+import { shufflePrequeue } from '../../core/waiting-room/shuffle.ts';
+import { isFinalTicket } from '../../core/waiting-room/view.ts';
+import { requireAdmin, requireShopper } from '../auth.ts';
+import type { ApiDeps } from '../deps.ts';
+import { answering, problems } from '../problem.ts';
+import { advance, answerOf, joinWaitingRoom, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
+import { QueueStreams } from '../queue-streams.ts';
+import { isUuid } from '../validate.ts';
+
+function saleIdOf(params: Record<string, unknown>): string {
+  const saleId = String(params.saleId);
+  if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
+  return saleId;
+}
+
+export function queueRoutes(d: ApiDeps): Router {
+  const r = Router();
+  const shopper = requireShopper(d.config.JWT_SECRET);
+  const streams = new QueueStreams(d);
+
+  r.post('/api/sales/:saleId/queue', shopper, answering(async (req, res) => {
+    const saleId = saleIdOf(req.params);
+    const { created, answer } = await joinWaitingRoom(d, saleId, req.userId!);
+    res.status(created ? 201 : 200).location(`${answer.queueUrl}/me`).set('Cache-Control', 'no-store').json(answer);
+  }));
+
+  r.get('/api/sales/:saleId/queue/me', shopper, answering(async (req, res) => {
+    const answer = await readTicket(d, saleIdOf(req.params), req.userId!);
+    const etag = `"${createHash('sha1').update(JSON.stringify(answer)).digest('base64url')}"`;
+    res.set({ ETag: etag, 'Cache-Control': 'private, no-cache' });
+    if (req.get('If-None-Match')?.split(/\s*,\s*/).includes(etag)) {
+      res.status(304).end();
+      return;
+    }
+    res.json(answer);
+  }));
+
+  r.get('/api/sales/:saleId/queue/events', shopper, answering(async (req, res) => {
+    const saleId = saleIdOf(req.params);
+    const userId = req.userId!;
+    const room = await roomOf(d, saleId);
+    const first = await advance(d, room, userId);
+    if (!first.ticket) throw problems.notFound(`You have no ticket for sale ${saleId}: POST /api/sales/${saleId}/queue to join.`);
+    res.status(200).set({
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    });
+    res.flushHeaders();
+    let last = '';
+    let remove: (() => void) | undefined;
+    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
+    const close = () => {
+      clearInterval(heartbeat);
+      remove?.();
+      res.end();
+    };
+    const send = (a: QueueAnswer) => {
+      const json = JSON.stringify(a);
+      if (json !== last) res.write(`event: queue\ndata: ${json}\n\n`);
+      last = json;
+      if (isFinalTicket(a.state) || a.state === 'admitted') close();
+    };
+    res.on('close', close);
+    remove = streams.add(room, { userId, ticket: first.ticket, send });
+    send(answerOf(d, saleId, userId, first));
+  }));
+
+  r.get('/api/admin/sales/:saleId/queue', requireAdmin(d.config.ADMIN_TOKEN), answering(async (req, res) => {
+    const saleId = saleIdOf(req.params);
+    const room = await roomOf(d, saleId);
+    const snap = await advance(d, room, '');
+    const k = queueKeys(d.config.REDIS_KEY_PREFIX, saleId);
+    const [joinOrder, counters] = await Promise.all([d.redis.lrange(k.pre, 0, -1), d.redis.hmget(k.queue, 'tickets', 'admitted')]);
+    res.set('Cache-Control', 'no-store').json({
+      saleId,
+      shuffle: {
+        algorithm: 'Fisher-Yates driven by Park-Miller (x = x * 48271 mod 2^31-1) seeded with seed; see core/waiting-room/shuffle.ts',
+        seed: room.shuffleSeed,
+        prequeueJoinOrder: joinOrder,
+        admissionOrder: shufflePrequeue(joinOrder, room.shuffleSeed),
+      },
+      tickets: Number(counters[0] ?? 0),
+      admitted: Number(counters[1] ?? 0),
+      serving: snap.serving,
+      waiting: snap.waitingPlaced + snap.waitingPool,
+      inside: snap.inside,
+      soldOut: snap.soldOut,
+    });
+  }));
+
+  return r;
+}
