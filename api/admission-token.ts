@@ -50,8 +50,9 @@ export function requireAdmission(d: ApiDeps): RequestHandler {
     return undefined;
   };
   return (req, _res, next) => {
-    const saleId = req.params.saleId as string;
-    if (!isUuid(saleId)) return next(); // the route answers 404
+    const raw = req.params.saleId as string;
+    if (!isUuid(raw)) return next(); // the route answers 404
+    const saleId = raw.toLowerCase();
     const known = knownWaitingRoom(saleId);
     if (known === null) return next();
     if (known) return next(check(saleId, req.userId!, req.get('Admission-Token')));

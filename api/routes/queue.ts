@@ -18,7 +18,7 @@ import { isUuid } from '../validate.ts';
 function saleIdOf(params: Record<string, unknown>): string {
   const saleId = String(params.saleId);
   if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
-  return saleId;
+  return saleId.toLowerCase(); // canonical: Redis keys are case-sensitive
 }
 
 export function queueRoutes(d: ApiDeps): Router {
