@@ -10,7 +10,7 @@ import { createSigner, createVerifier } from 'fast-jwt';
 import { findWaitingRoom, knownWaitingRoom } from '../core/waiting-room/settings.ts';
 import type { ApiDeps } from './deps.ts';
 import { AppError } from './problem.ts';
-import { isUuid } from './validate.ts';
+import { canonicalUuid } from './validate.ts';
 
 const AUDIENCE = 'admission';
 const MAX_TOKEN_CHARS = 1024;
@@ -50,9 +50,8 @@ export function requireAdmission(d: ApiDeps): RequestHandler {
     return undefined;
   };
   return (req, _res, next) => {
-    const raw = req.params.saleId as string;
-    if (!isUuid(raw)) return next(); // the route answers 404
-    const saleId = raw.toLowerCase();
+    const saleId = canonicalUuid(req.params.saleId);
+    if (saleId === undefined) return next(); // the route answers 404
     const known = knownWaitingRoom(saleId);
     if (known === null) return next();
     if (known) return next(check(saleId, req.userId!, req.get('Admission-Token')));

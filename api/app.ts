@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { ApiDeps } from './deps.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
 import { requestLog } from './request-log.ts';
+import { rateLimitsOf } from './rate-limit.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
 import { docsRoutes } from './routes/docs.ts';
@@ -16,6 +17,7 @@ import { purchaseRoutes } from './routes/purchases.ts';
 import { queueRoutes } from './routes/queue.ts';
 import { saleRoutes } from './routes/sales.ts';
 import { sessionRoutes } from './routes/session.ts';
+import { securityHeaders } from './security-headers.ts';
 
 /** Request bodies above this size are refused with 413 before parsing. */
 const BODY_LIMIT = '16kb';
@@ -26,9 +28,11 @@ export function createApp(d: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.set('trust proxy', 'loopback');
+  app.set('trust proxy', d.config.TRUST_PROXY);
+  app.use(securityHeaders(d.config));
   if (d.metrics) app.use(d.metrics.middleware); // GET /metrics, and times every request
   app.use(requestLog(d.logger, d.config.REQUEST_LOG_SAMPLE));
+  app.use(rateLimitsOf(d).ip);
   app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
   app.use((req, _res, next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;

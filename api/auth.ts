@@ -4,7 +4,7 @@
  * login can mint such tokens; the demo login does so here. Admins send `Authorization: Bearer <ADMIN_TOKEN>`.
  *
  * fast-jwt verifies with node:crypto synchronously (about 9 µs a token here, against about 85 µs through
- * WebCrypto) and caches verified tokens until they expire, so a shopper's polling costs no HMAC.
+ * WebCrypto); verified tokens are cached until they expire, so a shopper's polling costs no HMAC.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { parse as parseCookie } from 'cookie';
@@ -22,11 +22,21 @@ export async function mintToken(secret: string, userId: string, ttlS: number): P
   return { token, expiresAt: new Date(exp * 1000) };
 }
 
+/** Tokens above this size are refused before any verification or caching, bytes (ours are about 200). */
+export const MAX_TOKEN_BYTES = 4096;
+const BEARER = /^bearer[ \t]+(\S+)[ \t]*$/i;
+
+/**
+ * The bearer token of a request: from `Authorization` (the scheme is case-insensitive, RFC 9110 §11.1), or from
+ * the `session` cookie on reads only (GET, HEAD: what EventSource and the demo page's reads need). A cookie is sent
+ * by the browser on any cross-site form or fetch, so it never authenticates a state-changing request (CSRF).
+ */
 function tokenOf(req: Request): string | undefined {
   const header = req.headers.authorization;
-  if (header) return header.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+  if (header) return BEARER.exec(header)?.[1];
+  if (req.method !== 'GET' && req.method !== 'HEAD') return undefined;
   const cookies = req.headers.cookie;
-  return cookies ? parseCookie(cookies)[SESSION_COOKIE] : undefined;
+  return cookies && cookies.length <= MAX_TOKEN_BYTES * 2 ? parseCookie(cookies)[SESSION_COOKIE] : undefined;
 }
 
 declare module 'express-serve-static-core' {
@@ -36,16 +46,72 @@ declare module 'express-serve-static-core' {
   }
 }
 
-/** Verified tokens cached per process, count. */
-const VERIFIED_CACHE_SIZE = 100_000;
+/** Verified tokens cached per process, count: at most about 2 MB of ~200-byte tokens with their user ids. */
+const VERIFIED_CACHE_SIZE = 10_000;
 
-/** Requires a valid shopper token; sets `req.userId`. Garbage, expired or foreign tokens get 401, never a 5xx. */
+/**
+ * Successful verifications only, until the token's `exp`, least recently used first out. fast-jwt's own cache
+ * also keeps failed verifications (with an already expired TTL, but they take a slot): forged tokens would fill
+ * it with what an attacker chose. Here an entry exists only for a token our secret signed.
+ */
+class VerifiedTokens {
+  private readonly entries = new Map<string, { userId: string; expMs: number }>();
+  constructor(private readonly max: number) {}
+
+  get(token: string, now: number): string | undefined {
+    const e = this.entries.get(token);
+    if (!e) return undefined;
+    this.entries.delete(token);
+    if (e.expMs <= now) return undefined;
+    this.entries.set(token, e); // most recently used last
+    return e.userId;
+  }
+
+  set(token: string, userId: string, expMs: number): void {
+    this.entries.delete(token);
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(token, { userId, expMs });
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
+const verifiers = new Map<string, { verify: (token: string) => { sub?: unknown; exp?: unknown }; cache: VerifiedTokens }>();
+
+/** One verifier and cache per secret, shared by every router of the process. */
+function verifierFor(secret: string) {
+  let v = verifiers.get(secret);
+  if (!v) {
+    v = { verify: createVerifier({ key: secret, algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] }), cache: new VerifiedTokens(VERIFIED_CACHE_SIZE) };
+    verifiers.set(secret, v);
+  }
+  return v;
+}
+
+/** Tokens in the verified-token cache of `secret`, count (for tests and metrics). */
+export function verifiedTokenCacheSize(secret: string): number {
+  return verifiers.get(secret)?.cache.size ?? 0;
+}
+
+/**
+ * Requires a valid shopper token; sets `req.userId`. Garbage, oversized, expired or foreign tokens get 401, never a
+ * 5xx; a state-changing request must carry the token in `Authorization` (the cookie alone gets 401).
+ */
 export function requireShopper(secret: string): RequestHandler {
-  const verify = createVerifier({ key: secret, algorithms: ['HS256'], requiredClaims: ['sub', 'exp'], cache: VERIFIED_CACHE_SIZE });
+  const { verify, cache } = verifierFor(secret);
   return (req, _res, next) => {
     const token = tokenOf(req);
     if (!token) return next(problems.unauthorized());
-    let payload: { sub?: unknown };
+    if (token.length > MAX_TOKEN_BYTES) return next(problems.unauthorized('The token is too large.'));
+    const now = Date.now();
+    const cached = cache.get(token, now);
+    if (cached !== undefined) {
+      req.userId = cached;
+      return next();
+    }
+    let payload: { sub?: unknown; exp?: unknown };
     try {
       payload = verify(token);
     } catch {
@@ -53,17 +119,21 @@ export function requireShopper(secret: string): RequestHandler {
     }
     const sub = userIdSchema.safeParse(payload.sub);
     if (!sub.success) return next(problems.unauthorized('The token subject is not a valid user id.'));
+    cache.set(token, sub.data, Number(payload.exp) * 1000);
     req.userId = sub.data;
     next();
   };
 }
 
-/** Requires `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant time). */
-export function requireAdmin(adminToken: string): RequestHandler {
+/**
+ * Requires `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant time). @param onFailure - told of each wrong
+ * token before the 401 (the failure budget of rate-limit.ts).
+ */
+export function requireAdmin(adminToken: string, onFailure: (req: Request) => Promise<void> = async () => undefined): RequestHandler {
   const expected = createHash('sha256').update(adminToken).digest();
   return (req, _res, next) => {
-    const header = req.headers.authorization ?? '';
-    const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : '').digest();
-    next(timingSafeEqual(given, expected) ? undefined : problems.unauthorized('Admin token required.'));
+    const given = createHash('sha256').update(BEARER.exec(req.headers.authorization ?? '')?.[1] ?? '').digest();
+    if (timingSafeEqual(given, expected)) return next();
+    onFailure(req).then(() => next(problems.unauthorized('Admin token required.')), next);
   };
 }

@@ -17,6 +17,10 @@ import { PurchaseEvents } from './purchase-events.ts';
 import { PurchasePublisher } from './purchase-publisher.ts';
 import { SoldOutCache } from './sold-out-cache.ts';
 
+/** Time a client has to send a request's headers, ms. */
+const HEADERS_TIMEOUT_MS = 10_000;
+/** Time a client has to send a whole request, ms. */
+const REQUEST_TIMEOUT_MS = 30_000;
 /** Time in-flight requests get to finish at shutdown, ms. */
 const SHUTDOWN_GRACE_MS = 3000;
 
@@ -48,7 +52,12 @@ export async function startApi(config: Config, logger: Logger = createLogger('ap
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.PORT, () => resolve(s));
   });
+  // Deliberate timeouts: an idle keep-alive connection is closed after 65 s (longer than a proxy's usual 60 s, so the
+  // proxy closes first and never reuses a connection we are closing); a client has 10 s to send its headers and
+  // 30 s for the whole request (slow-loris). Event streams are responses, not requests: neither limit cuts them.
   server.keepAliveTimeout = 65_000;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.PORT;
   return {

@@ -22,6 +22,7 @@ export type ProblemSlug =
   | 'unsupported-media-type'
   | 'order-expired'
   | 'internal-error'
+  | 'rate-limited'
   | 'not-admitted'
   | 'queue-not-open'
   | 'no-waiting-room';
@@ -39,6 +40,7 @@ const TITLES: Record<ProblemSlug, string> = {
   'payload-too-large': 'Request body too large',
   'unsupported-media-type': 'Unsupported media type',
   'order-expired': 'The reservation expired',
+  'rate-limited': 'Too many requests',
   'internal-error': 'Internal error',
   'not-admitted': 'Wait for your turn in the queue',
   'queue-not-open': 'The queue is not open yet',

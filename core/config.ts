@@ -10,6 +10,29 @@ import { z } from 'zod';
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const int = (min: number) => z.coerce.number().int().min(min);
 
+/** A rate limit: one or more windows `points/seconds`, comma separated (e.g. `5/1,30/60`). */
+const limit = (fallback: string) =>
+  z
+    .string()
+    .regex(/^\d+\/\d+(,\d+\/\d+)*$/, 'a limit is points/seconds[,points/seconds…], e.g. 5/1,30/60')
+    .default(fallback)
+    .transform((s) => s.split(',').map((w) => {
+      const [points, seconds] = w.split('/').map(Number) as [number, number];
+      return { points, seconds };
+    }))
+    .refine((ws) => ws.every((w) => w.points >= 1 && w.seconds >= 1), 'points and seconds must be at least 1');
+
+/**
+ * Express `trust proxy`: a hop count, or a comma-separated list of addresses, CIDR ranges or Express names
+ * (loopback, linklocal, uniquelocal). Never `true`: that would take any client's X-Forwarded-For as its address.
+ */
+const trustProxy = z
+  .string()
+  .default('loopback')
+  .refine((s) => !/^(true|false)$/i.test(s), 'TRUST_PROXY is a hop count or an address list, not true/false')
+  .refine((s) => /^\d+$/.test(s) || s.split(',').every((a) => /^[0-9a-fA-F.:/]+$|^(loopback|linklocal|uniquelocal)$/.test(a.trim())), 'TRUST_PROXY: a hop count or addresses/CIDRs/loopback|linklocal|uniquelocal')
+  .transform((s) => (/^\d+$/.test(s) ? Number(s) : s.split(',').map((a) => a.trim())));
+
 const schema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -62,6 +85,26 @@ const schema = z
     QUEUE_ABANDON_SECONDS: int(1).default(30),
     /** How often a node advances the serving counter of each sale it streams queue events for, ms. */
     QUEUE_TICK_MS: int(50).default(1000),
+    /** Rate limits on (`on`) or off (`off`: load tests from one address). */
+    RATE_LIMITS: z.enum(['on', 'off']).default('on'),
+    /** Requests per client IP on every route. */
+    RATE_LIMIT_IP: limit('50/1,1500/60'),
+    /** Purchase attempts per shopper and sale. */
+    RATE_LIMIT_PURCHASE: limit('2/1,10/60'),
+    /** Status reads and stream opens per shopper. */
+    RATE_LIMIT_POLL: limit('10/1,300/60'),
+    /** Demo logins per client IP. */
+    RATE_LIMIT_LOGIN: limit('3/1,20/60'),
+    /** Failed admin-token attempts per client IP before its admin requests are refused. */
+    RATE_LIMIT_ADMIN_FAILURES: limit('10/60'),
+    /** Which peers may set X-Forwarded-For (see trustProxy). */
+    TRUST_PROXY: trustProxy,
+    /** Open event streams per shopper per API process, count; the next one gets 429. */
+    SSE_STREAMS_PER_SHOPPER: int(1).default(4),
+    /** Longest an event stream stays open before the server closes it (the client reconnects), ms. */
+    SSE_MAX_LIFETIME_MS: int(1000).default(300_000),
+    /** The reconnection delay sent to EventSource in every stream's `retry:` field, ms. */
+    SSE_RETRY_MS: int(100).default(2000),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env, ctx) => {

@@ -3,6 +3,7 @@
  * queue, never retried.
  */
 import { z } from 'zod';
+import { uuidSchema } from './ids.ts';
 
 /** User ids come from a token's `sub`; they are part of Redis keys, so they are short and printable. */
 export const userIdSchema = z
@@ -14,8 +15,8 @@ export const userIdSchema = z
 /** A purchase admitted by the API, on its way to the worker. `epoch` is the sale's Redis epoch at admission. */
 export const purchaseMessageSchema = z.object({
   v: z.literal(1),
-  requestId: z.uuid(),
-  saleId: z.uuid(),
+  requestId: uuidSchema,
+  saleId: uuidSchema,
   userId: userIdSchema,
   quantity: z.int().min(1).max(10_000),
   epoch: z.string().min(1).max(64),
@@ -39,9 +40,9 @@ export type PurchaseBatchMessage = { v: 2; purchases: PurchaseMessage[] };
 
 /** A reservation to expire when its payment window closes, unless it was paid. */
 export const reservationSchema = z.object({
-  orderId: z.uuid(),
-  requestId: z.uuid(),
-  saleId: z.uuid(),
+  orderId: uuidSchema,
+  requestId: uuidSchema,
+  saleId: uuidSchema,
   userId: userIdSchema,
   quantity: z.int().min(1),
 });

@@ -48,6 +48,7 @@ export async function createSale(
   const created = await db.sale.create({ data, select: { ...saleSelect, waitingRoom: true } });
   const { waitingRoom: room, ...sale } = created;
   rememberWaitingRoom(sale.id, room as WaitingRoom | null);
+  directory.ids.add(sale.id);
   listed = undefined; // this process lists the new sale at once; others within LIST_TTL_MS
   await loadSale(db, redis, prefix, sale.id);
   return { ...sale, waitingRoom: room as WaitingRoom | null };
@@ -55,7 +56,8 @@ export async function createSale(
 
 /**
  * A process keeps the sales it read for a second (stock is counted in Redis and orders; only `endsAt` can change,
- * when an admin ends a sale early), so demo-page visitors do not each cost a database query.
+ * when an admin ends a sale early), so demo-page visitors do not each cost a database query. Only sales PostgreSQL
+ * holds enter, so the map is bounded by the sales admins create, not by what clients send.
  */
 const knownSales = new Map<string, { at: number; sale: SaleRecord }>();
 const KNOWN_SALES_MAX = 10_000;
@@ -63,10 +65,43 @@ const KNOWN_SALES_MAX = 10_000;
 const LIST_TTL_MS = 1000;
 let listed: { at: number; limit: number; sales: Promise<SaleRecord[]> } | undefined;
 
+/**
+ * The ids of every sale, read incrementally (sales created since the last read, with an overlap for transactions
+ * that committed late), at most once per DIRECTORY_REFRESH_MS however many unknown ids arrive: a flood of random
+ * sale ids costs PostgreSQL a few reads a second in all, not one per id, and never a write.
+ */
+const DIRECTORY_REFRESH_MS = 250;
+const DIRECTORY_OVERLAP_MS = 10_000;
+const directory = { ids: new Set<string>(), since: new Date(0), at: 0, pending: undefined as Promise<void> | undefined };
+
+async function refreshDirectory(db: Db): Promise<void> {
+  const wait = directory.at + DIRECTORY_REFRESH_MS - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  directory.at = Date.now();
+  const rows = await db.sale.findMany({ where: { createdAt: { gte: directory.since } }, select: { id: true, createdAt: true } });
+  for (const r of rows) {
+    directory.ids.add(r.id);
+    const overlap = new Date(r.createdAt.getTime() - DIRECTORY_OVERLAP_MS);
+    if (overlap > directory.since) directory.since = overlap;
+  }
+}
+
+/**
+ * True when PostgreSQL may hold sale `id` (canonical form). A miss waits for the next directory refresh, shared by
+ * every caller of the moment, so a sale created a moment ago on another node is found.
+ */
+export async function saleExists(db: Db, id: string): Promise<boolean> {
+  if (knownSales.has(id) || directory.ids.has(id)) return true;
+  directory.pending ??= refreshDirectory(db).finally(() => (directory.pending = undefined));
+  await directory.pending;
+  return directory.ids.has(id);
+}
+
 /** Reads a sale, from this process's memory when read less than LIST_TTL_MS ago. @returns null when there is no such sale. */
 export async function findSale(db: Db, id: string): Promise<SaleRecord | null> {
   const known = knownSales.get(id);
   if (known && Date.now() - known.at < LIST_TTL_MS) return known.sale;
+  if (!known && !(await saleExists(db, id))) return null;
   const sale = await db.sale.findUnique({ where: { id }, select: saleSelect });
   if (sale) {
     if (knownSales.size >= KNOWN_SALES_MAX) knownSales.clear();
@@ -229,6 +264,8 @@ export function loadSale(
     pending = (async () => {
       const keys = saleKeys(prefix, saleId);
       if (!o.force && (await redis.exists(keys.sale))) return 'present' as const;
+      // An unknown id must cost no write: the snapshot bumps the epoch in an UPDATE.
+      if (!(await saleExists(db, saleId))) return 'missing' as const;
       const snapshot = await snapshotSale(db, saleId);
       if (!snapshot) return 'missing' as const;
       const loaded = await load(redis, keys, snapshot);

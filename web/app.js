@@ -206,7 +206,7 @@ function loadUser() {
   try {
     const saved = JSON.parse(localStorage.getItem(STORAGE_KEY) ?? 'null');
     // An expired cookie would only earn a 401 on the first Buy; ask for the name again instead.
-    if (saved && typeof saved.userId === 'string' && Date.parse(saved.expiresAt) > Date.now()) return saved;
+    if (saved && typeof saved.userId === 'string' && typeof saved.token === 'string' && Date.parse(saved.expiresAt) > Date.now()) return saved;
   } catch {
     // Storage unavailable or corrupt: start signed out.
   }
@@ -220,6 +220,11 @@ function saveUser(user) {
   } catch {
     // Private mode may refuse storage; the session still works for this page's lifetime.
   }
+}
+
+/** The Authorization header of the signed-in shopper (state-changing requests need it; the cookie is not enough). */
+function authorization() {
+  return page.user?.token ? { Authorization: `Bearer ${page.user.token}` } : {};
 }
 
 function setUser(user) {
@@ -255,7 +260,9 @@ async function signIn(event) {
     const body = await res.json();
     clearProblem();
     resetPurchase();
-    setUser({ userId: body.userId, expiresAt: body.expiresAt });
+    // The cookie serves EventSource and reads; purchases and payments carry the token in Authorization, which a
+    // cross-site form cannot send (CSRF).
+    setUser({ userId: body.userId, expiresAt: body.expiresAt, token: body.token });
     ui.buy.focus();
   } catch (err) {
     showLoginError(err instanceof Problem ? `${err.title}. ${err.detail}` : err.message);
@@ -484,7 +491,7 @@ async function submitPurchase(click, generation) {
     try {
       res = await fetch(url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Idempotency-Key': click.key },
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Idempotency-Key': click.key, ...authorization() },
         body,
       });
     } catch {
@@ -664,7 +671,7 @@ async function onPay() {
     try {
       res = await fetch(`/api/orders/${encodeURIComponent(orderId)}/pay`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...authorization() },
         body: '{}',
       });
     } catch {

@@ -11,14 +11,15 @@ import { loadWaitingRoom, waitingRoomInput, waitingRoomView } from '../../core/w
 import { requireAdmin } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
-import { isUuid, parse } from '../validate.ts';
+import { rateLimitsOf } from '../rate-limit.ts';
+import { parse, storableInstant, storableText, uuidParam } from '../validate.ts';
 
 export const createSaleBody = z
   .strictObject({
-    name: z.string().trim().min(1).max(200),
+    name: storableText.trim().min(1).max(200),
     stock: z.int().min(1).max(10_000_000),
-    startsAt: z.iso.datetime({ offset: true }).optional(),
-    endsAt: z.iso.datetime({ offset: true }).optional(),
+    startsAt: storableInstant.optional(),
+    endsAt: storableInstant.optional(),
     perUserLimit: z.int().min(1).max(10_000).default(1),
     waitingRoom: waitingRoomInput.optional(),
   })
@@ -44,7 +45,8 @@ export const replayBody = z.strictObject({
 export function adminRoutes(d: ApiDeps): Router {
   const r = Router();
   const prefix = d.config.REDIS_KEY_PREFIX;
-  r.use('/api/admin', requireAdmin(d.config.ADMIN_TOKEN));
+  const limits = rateLimitsOf(d);
+  r.use('/api/admin', limits.adminBudget, requireAdmin(d.config.ADMIN_TOKEN, limits.adminFailed));
 
   r.post('/api/admin/sales', async (req, res) => {
     const b = parse(createSaleBody, req.body ?? {}, 'body');
@@ -61,16 +63,16 @@ export function adminRoutes(d: ApiDeps): Router {
   });
 
   r.post('/api/admin/sales/:saleId/end', async (req, res) => {
-    const saleId = req.params.saleId;
-    const sale = isUuid(saleId) ? await endSale(d.db, d.redis, prefix, saleId.toLowerCase()) : null;
+    const saleId = uuidParam(req.params.saleId, problems.saleNotFound);
+    const sale = await endSale(d.db, d.redis, prefix, saleId);
     if (!sale) throw problems.saleNotFound(saleId);
     const remaining = await remainingOf(d.db, d.redis, prefix, [sale.id]);
     res.json(saleView(sale, remaining.get(sale.id) ?? 0));
   });
 
   r.get('/api/admin/sales/:saleId/stats', async (req, res) => {
-    const saleId = req.params.saleId;
-    const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
+    const saleId = uuidParam(req.params.saleId, problems.saleNotFound);
+    const sale = await findSale(d.db, saleId);
     if (!sale) throw problems.saleNotFound(saleId);
     const [remaining, pending, inflight, orders, decisions] = await Promise.all([
       remainingOf(d.db, d.redis, prefix, [saleId]),

@@ -5,17 +5,13 @@ import { Router } from 'express';
 import { getOrder, payOrder } from '../../core/orders.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
-import { isUuid } from '../validate.ts';
+import { uuidParam } from '../validate.ts';
 import { AppError, problems } from '../problem.ts';
 
 export function orderRoutes(d: ApiDeps): Router {
   const r = Router();
   const shopper = requireShopper(d.config.JWT_SECRET);
-  const orderId = (value: unknown) => {
-    const id = String(value);
-    if (!isUuid(id)) throw problems.notFound(`No order ${id}.`);
-    return id;
-  };
+  const orderId = (value: unknown) => uuidParam(value, (id) => problems.notFound(`No order ${id}.`));
 
   r.get('/api/orders/:orderId', shopper, async (req, res) => {
     const order = await getOrder(d.db, orderId(req.params.orderId), req.userId!);

@@ -11,8 +11,10 @@ import { requireAdmission } from '../admission-token.ts';
 import { requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { answering, problems, sendProblem, soldOutProblem } from '../problem.ts';
+import { rateLimitsOf } from '../rate-limit.ts';
+import { StreamSlots, streamSlot } from '../stream-slots.ts';
 import { getPurchase, requestPurchase, saleOfDecidedPurchase } from '../purchase-service.ts';
-import { isUuid, parse } from '../validate.ts';
+import { canonicalUuid, parse, uuidParam } from '../validate.ts';
 
 /** One instance serves every sold-out answer: an AppError is immutable. */
 const SOLD_OUT = soldOutProblem();
@@ -30,20 +32,21 @@ function etagOf(s: PurchaseState): string {
 export function purchaseRoutes(d: ApiDeps): Router {
   const r = Router();
   const shopper = requireShopper(d.config.JWT_SECRET);
+  const limits = rateLimitsOf(d);
+  const slot = streamSlot(new StreamSlots(d.config.SSE_STREAMS_PER_SHOPPER), d.config.SSE_RETRY_MS);
 
   // After a sell-out, every shopper gets the same answer whoever they are: answer it before authentication and
   // parsing, from this process's memory (see sold-out-cache.ts). A request with an Idempotency-Key may be the
   // retry of an accepted one, which only Redis can replay.
   const knownSoldOut: RequestHandler = (req, res, next) => {
-    if (req.headers['idempotency-key'] === undefined && d.soldOut.has(req.params.saleId as string)) {
+    if (req.headers['idempotency-key'] === undefined && d.soldOut.has(canonicalUuid(req.params.saleId) ?? '')) {
       return sendProblem(res, SOLD_OUT, req.originalUrl);
     }
     next();
   };
 
-  r.post('/api/sales/:saleId/purchases', knownSoldOut, shopper, requireAdmission(d), answering(async (req, res) => {
-    const saleId = req.params.saleId as string;
-    if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
+  r.post('/api/sales/:saleId/purchases', knownSoldOut, shopper, limits.purchase, requireAdmission(d), answering(async (req, res) => {
+    const saleId = uuidParam(req.params.saleId, problems.saleNotFound);
     const body = parse(purchaseBody, req.body ?? {}, 'body');
     const keyHeader = req.get('Idempotency-Key');
     const idempotencyKey = keyHeader === undefined ? undefined : parse(idempotencyKeyHeader, keyHeader, 'header');
@@ -74,26 +77,24 @@ export function purchaseRoutes(d: ApiDeps): Router {
     const { saleId, requestId } = await purchaseParams(d, req.params);
     await streamPurchase(d, saleId, requestId, req.userId!, lastEventId(req.get('Last-Event-ID') ?? req.query.lastEventId), res);
   });
-  r.get('/api/sales/:saleId/purchases/:requestId', shopper, read);
-  r.get('/api/sales/:saleId/purchases/:requestId/events', shopper, follow);
-  r.get('/api/purchases/:requestId', shopper, read);
-  r.get('/api/purchases/:requestId/events', shopper, follow);
+  r.get('/api/sales/:saleId/purchases/:requestId', shopper, limits.poll, read);
+  r.get('/api/sales/:saleId/purchases/:requestId/events', shopper, limits.poll, slot, follow);
+  r.get('/api/purchases/:requestId', shopper, limits.poll, read);
+  r.get('/api/purchases/:requestId/events', shopper, limits.poll, slot, follow);
 
   return r;
 }
 
 /** The purchase a route names; without a sale id, the sale of a decided purchase. @throws AppError 404. */
 async function purchaseParams(d: ApiDeps, params: Record<string, unknown>): Promise<{ saleId: string; requestId: string }> {
-  const requestId = String(params.requestId);
-  const notFound = () => problems.notFound(`No purchase request ${requestId}.`);
-  if (!isUuid(requestId)) throw notFound();
+  const notFound = () => problems.notFound(`No purchase request ${String(params.requestId)}.`);
+  const requestId = uuidParam(params.requestId, notFound);
   if (params.saleId === undefined) {
     const saleId = await saleOfDecidedPurchase(d, requestId);
     if (!saleId) throw notFound();
     return { saleId, requestId };
   }
-  const saleId = String(params.saleId);
-  if (!isUuid(saleId)) throw notFound();
+  const saleId = uuidParam(params.saleId, notFound);
   return { saleId, requestId };
 }
 
@@ -115,11 +116,13 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
   let closed = false;
   let early: PurchaseState | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
+  let lifetime: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
   const close = () => {
     if (closed) return;
     closed = true;
     clearInterval(heartbeat);
+    clearTimeout(lifetime);
     unsubscribe?.();
     res.end();
   };
@@ -157,7 +160,11 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
   });
   res.flushHeaders();
   open = true;
+  // Every stream tells EventSource when to reconnect, and ends after SSE_MAX_LIFETIME_MS (the client comes back
+  // with Last-Event-ID, maybe to another node), so no connection is held forever.
+  res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
   heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
+  lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
   const first = early && early.version > state.version ? early : state;
   if (first.version <= sent && isFinal(first.status)) return close();
   send(first);

@@ -13,12 +13,10 @@ import type { ApiDeps } from '../deps.ts';
 import { answering, problems } from '../problem.ts';
 import { advance, answerOf, joinWaitingRoom, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
 import { QueueStreams } from '../queue-streams.ts';
-import { isUuid } from '../validate.ts';
+import { uuidParam } from '../validate.ts';
 
 function saleIdOf(params: Record<string, unknown>): string {
-  const saleId = String(params.saleId);
-  if (!isUuid(saleId)) throw problems.saleNotFound(saleId);
-  return saleId.toLowerCase(); // canonical: Redis keys are case-sensitive
+  return uuidParam(params.saleId, problems.saleNotFound);
 }
 
 export function queueRoutes(d: ApiDeps): Router {

@@ -4,7 +4,7 @@
 import { Router } from 'express';
 import { findSale, listSales, remainingOf, saleView } from '../../core/sales.ts';
 import type { ApiDeps } from '../deps.ts';
-import { isUuid } from '../validate.ts';
+import { uuidParam } from '../validate.ts';
 import { findWaitingRoom, waitingRoomView } from '../../core/waiting-room/settings.ts';
 import { problems } from '../problem.ts';
 
@@ -19,8 +19,8 @@ export function saleRoutes(d: ApiDeps): Router {
   });
 
   r.get('/api/sales/:saleId', async (req, res) => {
-    const saleId = req.params.saleId;
-    const sale = isUuid(saleId) ? await findSale(d.db, saleId) : null;
+    const saleId = uuidParam(req.params.saleId, problems.saleNotFound);
+    const sale = await findSale(d.db, saleId);
     if (!sale) throw problems.saleNotFound(saleId);
     const [remaining, room] = await Promise.all([remainingOf(d.db, d.redis, prefix, [sale.id]), findWaitingRoom(d.db, sale.id)]);
     const waitingRoom = waitingRoomView(room ?? null);

@@ -8,13 +8,14 @@ import { userIdSchema } from '../../core/messages.ts';
 import { mintToken, SESSION_COOKIE } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { problems } from '../problem.ts';
+import { rateLimitsOf } from '../rate-limit.ts';
 import { parse } from '../validate.ts';
 
 export const sessionBody = z.strictObject({ userId: userIdSchema });
 
 export function sessionRoutes(d: ApiDeps): Router {
   const r = Router();
-  r.post('/api/session', async (req, res) => {
+  r.post('/api/session', rateLimitsOf(d).login, async (req, res) => {
     if (!d.config.DEMO_LOGIN) throw problems.notFound('The demo login is off; use the shop login.');
     const { userId } = parse(sessionBody, req.body ?? {}, 'body');
     const { token, expiresAt } = await mintToken(d.config.JWT_SECRET, userId, d.config.SESSION_TTL_SECONDS);

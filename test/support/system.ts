@@ -64,6 +64,8 @@ export async function startSystem(
     ADMIN_TOKEN,
     JWT_SECRET: 'test-secret-0123456789-0123456789-abcdef',
     DEMO_LOGIN: 'true',
+    // Every test file sends from 127.0.0.1 at full speed; the files that test the limits turn them on.
+    RATE_LIMITS: 'off',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     WORKER_METRICS_PORT: '0',
     METRICS_POLL_MS: '250',
