@@ -5,6 +5,7 @@
 import express, { type Express } from 'express';
 import { fileURLToPath } from 'node:url';
 import type { ApiDeps } from './deps.ts';
+import { requireAuthorizationHeader } from './csrf.ts';
 import { AppError, errorHandler, problems } from './problem.ts';
 import { requestLog } from './request-log.ts';
 import { rateLimitsOf } from './rate-limit.ts';
@@ -33,6 +34,7 @@ export function createApp(d: ApiDeps): Express {
   if (d.metrics) app.use(d.metrics.middleware); // GET /metrics, and times every request
   app.use(requestLog(d.logger, d.config.REQUEST_LOG_SAMPLE));
   app.use(rateLimitsOf(d).ip);
+  app.use(requireAuthorizationHeader);
   app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
   app.use((req, _res, next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
