@@ -397,6 +397,8 @@ async function main(): Promise<number> {
     AMQP_PREFIX: `fs.bench-${id}`,
     LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
     WORKER_METRICS_PORT: '0',
+    // One load generator on one address: the limits would refuse it. `npm run bench:limits` measures their cost.
+    RATE_LIMITS: process.env.BENCH_RATE_LIMITS ?? 'off',
   };
   const config = loadConfig(env);
   const results: Results = { machine: machine(), settings, loads: [], checks: [], ok: false };

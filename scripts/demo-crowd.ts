@@ -29,7 +29,8 @@ if (!(await fetch(`${base}/healthz`).then((r) => r.ok, () => false))) {
   const { migrate } = await import('../prisma/migrate.ts');
   await migrate(config.DATABASE_URL);
   const logger = createLogger('demo', 'warn');
-  const local = loadConfig({ ...process.env, PORT: '0' });
+  // 2,000 shoppers from one address: the per-IP limits would refuse most of them.
+  const local = loadConfig({ RATE_LIMITS: 'off', ...process.env, PORT: '0' });
   const api = await startApi(local, logger);
   const worker = await startWorker(local, logger);
   base = `http://127.0.0.1:${api.port}`;
