@@ -44,5 +44,5 @@ export const storableInstant = z.iso
   .datetime({ offset: true })
   .refine((s) => {
     const ms = Date.parse(s);
-    return Number.isFinite(ms) && ms >= 0 && ms < Date.UTC(10000, 0, 1);
+    return Number.isNaN(ms) || (ms >= 0 && ms < Date.UTC(10000, 0, 1)); // not a date at all: the format check says so
   }, 'must be a date between 1970 and 9999');

@@ -103,8 +103,8 @@ describe('POST /api/sales/:saleId/purchases', () => {
     expect(remembered.status).toBe(409);
     expect(remembered.headers['content-type']).toBe(res.headers['content-type']);
     expect(remembered.body).toEqual(res.body);
-    // Known to everyone: answered before authentication.
-    const anonymous = await sys.http.post(`/api/sales/${saleId}/purchases`).send({});
+    // Known to everyone: answered before the token is verified (state-changing requests must carry one, see csrf.ts).
+    const anonymous = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', 'Bearer not.a.jwt').send({});
     expect(anonymous.body.type).toBe('/problems/sold-out');
   });
 

@@ -160,12 +160,12 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
   });
   res.flushHeaders();
   open = true;
-  // Every stream tells EventSource when to reconnect, and ends after SSE_MAX_LIFETIME_MS (the client comes back
-  // with Last-Event-ID, maybe to another node), so no connection is held forever.
-  res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
   heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
   lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
   const first = early && early.version > state.version ? early : state;
   if (first.version <= sent && isFinal(first.status)) return close();
+  // Every stream tells EventSource when to reconnect, and ends after SSE_MAX_LIFETIME_MS (the client comes back
+  // with Last-Event-ID, maybe to another node), so no connection is held forever.
+  res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
   send(first);
 }
