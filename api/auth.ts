@@ -36,7 +36,7 @@ function tokenOf(req: Request): string | undefined {
   if (header) return BEARER.exec(header)?.[1];
   if (req.method !== 'GET' && req.method !== 'HEAD') return undefined;
   const cookies = req.headers.cookie;
-  return cookies && cookies.length <= MAX_TOKEN_BYTES * 2 ? parseCookie(cookies)[SESSION_COOKIE] : undefined;
+  return cookies ? parseCookie(cookies)[SESSION_COOKIE] : undefined; // Node caps all headers at 16 KiB
 }
 
 declare module 'express-serve-static-core' {
