@@ -35,8 +35,8 @@ export function purchaseRoutes(d: ApiDeps): Router {
   const limits = rateLimitsOf(d);
   const slot = streamSlot(new StreamSlots(d.config.SSE_STREAMS_PER_SHOPPER), d.config.SSE_RETRY_MS);
 
-  // After a sell-out, every shopper gets the same answer whoever they are: answer it before authentication and
-  // parsing, from this process's memory (see sold-out-cache.ts). A request with an Idempotency-Key may be the
+  // After a sell-out, every shopper gets the same answer whoever they are: answer it before the token is verified
+  // and the body parsed, from this process's memory (see sold-out-cache.ts). A request with an Idempotency-Key may be the
   // retry of an accepted one, which only Redis can replay.
   const knownSoldOut: RequestHandler = (req, res, next) => {
     if (req.headers['idempotency-key'] === undefined && d.soldOut.has(canonicalUuid(req.params.saleId) ?? '')) {
