@@ -35,6 +35,17 @@ afterAll(async () => {
   await sys?.stop();
 });
 
+async function keysOf(pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, batch] = await sys.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== '0');
+  return keys;
+}
+
 /** An app on the system's connections with other settings, its limits under a key prefix of their own. */
 function appWith(env: Record<string, string>) {
   const config: Config = loadConfig({
@@ -69,6 +80,12 @@ describe('shared limits', () => {
       expect(over.headers.ratelimit).toMatch(/"purchase-60s";r=0;t=\d+/);
       expect(over.headers['ratelimit-policy']).toContain('q=3;w=60');
     }
+    // Each node now refuses this shopper from memory: more attempts do not reach Redis (its count stays put).
+    const [key] = await keysOf(`${sys.config.REDIS_KEY_PREFIX}:rl:purchase:60s:*`);
+    const counted = await sys.redis.get(key!);
+    expect(Number(counted)).toBe(5);
+    for (let i = 0; i < 4; i++) expect((await buy(i)).status).toBe(429);
+    expect(await sys.redis.get(key!)).toBe(counted);
     // Nothing was admitted for the refused attempts; another sale has its own budget.
     expect((await sys.stats(saleId)).inflightRequests).toBe(3);
     const other = await sys.createSale({ stock: 5 });
