@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Db } from '../db/client.ts';
 import { loadQueue, queueKeys } from './scripts.ts';
+import { saleExists } from '../sales.ts';
 
 /** The admin API's `waitingRoom` member of a new sale. */
 export const waitingRoomInput = z.strictObject({
@@ -72,6 +73,7 @@ export function rememberWaitingRoom(saleId: string, w: WaitingRoom | null): void
 export async function findWaitingRoom(db: Db, saleId: string): Promise<WaitingRoom | null | undefined> {
   const k = known.get(saleId);
   if (k !== undefined) return k;
+  if (!(await saleExists(db, saleId))) return undefined; // a flood of unknown ids costs no query each
   const sale = await db.sale.findUnique({ where: { id: saleId }, select: { id: true, waitingRoom: true } });
   if (!sale) return undefined;
   const w = sale.waitingRoom ? (sale.waitingRoom as WaitingRoom) : null;
