@@ -46,7 +46,7 @@ export function createApp(d: ApiDeps): Express {
   // The purchase routes first: they carry the flash crowd, and every router before them is walked per request.
   app.use(purchaseRoutes(d));
   app.use(queueRoutes(d));
-  app.use(healthRoutes(d));
+  app.use(healthRoutes(d, d.draining));
   app.use(sessionRoutes(d));
   app.use(saleRoutes(d));
   app.use(orderRoutes(d));

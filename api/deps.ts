@@ -4,6 +4,7 @@
  */
 import type { CoreDeps } from '../core/deps.ts';
 import type { ApiMetrics } from './metrics.ts';
+import type { OpenStreams } from './open-streams.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
 import type { PurchasePublisher } from './purchase-publisher.ts';
 import type { SoldOutCache } from './sold-out-cache.ts';
@@ -15,4 +16,8 @@ export interface ApiDeps extends CoreDeps {
   soldOut: SoldOutCache;
   /** Absent when METRICS=false. */
   metrics?: ApiMetrics;
+  /** SSE streams open on this node, ended cleanly at shutdown. */
+  streams: OpenStreams;
+  /** True once shutdown began: `/readyz` answers 503 first. */
+  draining(): boolean;
 }

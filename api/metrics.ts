@@ -22,7 +22,7 @@ import { Backlog } from '../core/metrics/backlog.ts';
 import { observeBroker } from '../core/metrics/broker.ts';
 import { observeSaleRebuilds } from '../core/metrics/rebuilds.ts';
 import { FAST_BUCKETS, METRIC_PREFIX, createRegistry } from '../core/metrics/registry.ts';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis/client.ts';
 
 export type AdmissionOutcome =
   | 'accepted'
@@ -71,7 +71,7 @@ export interface ApiMetrics {
 }
 
 /** Builds this API node's registry and middleware and starts listening to the broker's and the sales' events. */
-export function createApiMetrics(d: { config: Config; broker: Broker; redis: Redis; topology: Topology }): ApiMetrics {
+export function createApiMetrics(d: { config: Config; broker: Broker; redis: RedisClient; topology: Topology }): ApiMetrics {
   const registry = createRegistry();
   const admissions = new Counter({
     name: `${METRIC_PREFIX}admissions_total`,

@@ -4,6 +4,7 @@
  * Bad input is always a 4xx; a dependency outage is a 503 with Retry-After; anything else is a 500 and is logged.
  */
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
+import { quietFor } from '../core/quiet-log.ts';
 import type { Logger } from 'pino';
 import type { ZodError } from 'zod';
 import { PublishError } from '../core/amqp/broker.ts';
@@ -89,8 +90,11 @@ export function soldOutProblem(): AppError {
 }
 
 const DEPENDENCY_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'P1001', 'P1002', 'P1017', 'P2024']);
-const DEPENDENCY_ERROR_NAMES = new Set(['PublishError', 'MaxRetriesPerRequestError', 'DriverAdapterError', 'PrismaClientInitializationError']);
-const DEPENDENCY_MESSAGES = /Connection is closed|Stream isn't writeable|Command timed out|enableOfflineQueue|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/;
+const DEPENDENCY_ERROR_NAMES = new Set(['PublishError', 'MaxRetriesPerRequestError', 'DriverAdapterError', 'PrismaClientInitializationError', 'ClusterAllFailedError']);
+// The last line: what a Redis Cluster answers while a master fails over (a slot uncovered, a replica promoting,
+// the slot map being re-read), https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/.
+const DEPENDENCY_MESSAGES =
+  /Connection is closed|Stream isn't writeable|Command timed out|enableOfflineQueue|Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|^(CLUSTERDOWN|TRYAGAIN|MASTERDOWN|LOADING|READONLY)|Too many Cluster redirections|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/;
 
 /** True when an error means a dependency (PostgreSQL, Redis, RabbitMQ) is unreachable or too slow. */
 export function isDependencyError(err: unknown): boolean {
@@ -151,11 +155,12 @@ function fromHttpError(err: { status?: number; type?: string; message: string; l
 
 /** The central error handler: every thrown value ends here. */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
+  const quiet = quietFor(logger);
   return (err, req, res, _next) => {
     let problem: AppError;
     if (err instanceof AppError) problem = err;
     else if (isDependencyError(err)) {
-      logger.warn({ err: (err as Error).message, path: req.path }, 'dependency unavailable');
+      quiet.warn({ err: (err as Error).message, path: req.path }, 'dependency unavailable');
       problem = problems.unavailable('A backing service is unavailable; nothing was changed. Retry shortly.');
     } else {
       problem = fromHttpError(err) ?? new AppError('internal-error', 500, 'Something went wrong on our side.');

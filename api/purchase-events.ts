@@ -7,7 +7,7 @@
  * stored state. A version published before the subscription is in the stored state; one published after reaches
  * the listener; one in between arrives both ways and the listener drops what it already sent (versions grow).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis/client.ts';
 import type { Logger } from 'pino';
 import type { PurchaseState } from '../core/purchase-state.ts';
 import { purchaseChannel } from '../core/redis/keys.ts';
@@ -24,7 +24,7 @@ export class PurchaseEvents {
   private readonly channels = new Map<string, Entry>();
 
   constructor(
-    private readonly sub: Redis,
+    private readonly sub: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
   ) {

@@ -5,7 +5,7 @@
  * short lifetime, which bounds how stale an entry can be if an announcement is missed while reconnecting.
  */
 import { EventEmitter } from 'node:events';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis/client.ts';
 import { stockChannel } from '../core/redis/keys.ts';
 
 /** Longest a sold-out answer is served from memory, ms. */
@@ -18,7 +18,7 @@ export class SoldOutCache extends EventEmitter {
 
   /** Listens on `sub`, the process's subscriber connection. Call `start()` before use. */
   constructor(
-    private readonly sub: Redis,
+    private readonly sub: RedisClient,
     prefix: string,
   ) {
     super();

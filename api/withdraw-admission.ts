@@ -9,6 +9,7 @@
  * shopper gets 202, not 503.
  */
 import type { Db } from '../core/db/client.ts';
+import { quietFor } from '../core/quiet-log.ts';
 import type { PurchaseMessage } from '../core/messages.ts';
 import { saleKeys } from '../core/redis/keys.ts';
 import { Decision, WithdrawCode, withdraw } from '../core/redis/scripts.ts';
@@ -27,7 +28,7 @@ export async function settleUnconfirmed(d: ApiDeps, m: PurchaseMessage, idemKey:
   try {
     inRedis = await withdraw(d.redis, saleKeys(d.config.REDIS_KEY_PREFIX, m.saleId), idemKey, m);
   } catch (err) {
-    logger.warn({ err: (err as Error).message, requestId: m.requestId }, 'cannot withdraw in Redis; recording the withdrawal in PostgreSQL');
+    quietFor(logger).warn({ err: (err as Error).message, requestId: m.requestId }, 'cannot withdraw in Redis; recording the withdrawal in PostgreSQL');
   }
   if (inRedis?.code === WithdrawCode.Decided && inRedis.decision !== Decision.Withdrawn) return;
   try {
@@ -37,7 +38,7 @@ export async function settleUnconfirmed(d: ApiDeps, m: PurchaseMessage, idemKey:
     // let that message become an order. It takes a broker failure, a PostgreSQL outage and a Redis loss at once.
     logger.error({ err: (err as Error).message, requestId: m.requestId }, 'withdrawal not recorded in PostgreSQL');
   }
-  logger.warn({ err: cause.message, requestId: m.requestId }, 'publish not confirmed; admission withdrawn');
+  quietFor(logger).warn({ err: cause.message, requestId: m.requestId }, 'publish not confirmed; admission withdrawn');
   throw problems.unavailable('The purchase could not be queued; nothing was reserved. Retry shortly.');
 }
 

@@ -39,12 +39,30 @@ const schema = z
     PORT: int(0).max(65535).default(3000),
     DATABASE_URL: z.url().default('postgresql://postgres@127.0.0.1:5432/flash_sale'),
     REDIS_URL: z.url().default('redis://127.0.0.1:6379'),
+    /** Seed nodes of a Redis Cluster, `host:port` comma separated; unset: the single Redis at REDIS_URL. */
+    REDIS_CLUSTER_NODES: z
+      .string()
+      .regex(/^[^,:\s]+:\d+(,[^,:\s]+:\d+)*$/, 'REDIS_CLUSTER_NODES must be host:port pairs, comma separated, e.g. 10.0.0.1:7000,10.0.0.2:7000')
+      .transform((s) => s.split(','))
+      .optional(),
     AMQP_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
+    /** The nodes of a RabbitMQ cluster, amqp URLs comma separated; unset: AMQP_URL alone. */
+    AMQP_URLS: z
+      .string()
+      .transform((s) => s.split(',').map((u) => u.trim()).filter(Boolean))
+      .pipe(z.array(z.url()).min(1))
+      .optional(),
     JWT_SECRET: z.string().min(32, 'JWT_SECRET must be at least 32 characters').optional(),
     ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional(),
     DEMO_LOGIN: bool.optional(),
     /** Prefix of every Redis key; the version lets two incompatible builds share one Redis. */
     REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9:_-]+$/).default('fs:v2'),
+    /**
+     * Replicas of each quorum queue, count (x-quorum-initial-group-size; 3 on a three-node cluster). Unset: the
+     * broker's default (every node of the cluster). Fixed when a queue is first declared: changing it needs new
+     * queue names (another AMQP_PREFIX).
+     */
+    AMQP_QUORUM_SIZE: int(1).max(255).optional(),
     /** Prefix of every exchange and queue name. */
     AMQP_PREFIX: z.string().regex(/^[a-z0-9._-]+$/).default('fs.v1'),
     /** Time a shopper has to pay for a reservation, s. */
@@ -105,6 +123,8 @@ const schema = z
     SSE_MAX_LIFETIME_MS: int(1000).default(300_000),
     /** The reconnection delay sent to EventSource in every stream's `retry:` field, ms. */
     SSE_RETRY_MS: int(100).default(2000),
+    /** At shutdown, time between /readyz answering 503 and the listener closing, ms (a load balancer's poll interval). */
+    SHUTDOWN_DRAIN_MS: int(0).max(60_000).default(0),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .transform((env, ctx) => {
@@ -116,6 +136,10 @@ const schema = z
       JWT_SECRET: env.JWT_SECRET ?? 'development-only-secret-do-not-use-in-production',
       ADMIN_TOKEN: env.ADMIN_TOKEN ?? 'development-admin-token',
       DEMO_LOGIN: env.DEMO_LOGIN ?? !production,
+      /** Where Redis is (see core/redis/client.ts). */
+      redis: { url: env.REDIS_URL, clusterNodes: env.REDIS_CLUSTER_NODES ?? [] },
+      /** Every RabbitMQ node to connect to, in the order given. */
+      amqpUrls: env.AMQP_URLS ?? [env.AMQP_URL],
     };
   });
 

@@ -2,7 +2,7 @@
  * The connections and settings every process (API, worker) is built from; passed in, so tests build processes on
  * their own prefixes and connections.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis/client.ts';
 import type { Logger } from 'pino';
 import type { Broker } from './amqp/broker.ts';
 import type { Topology } from './amqp/topology.ts';
@@ -13,7 +13,7 @@ export interface CoreDeps {
   config: Config;
   logger: Logger;
   db: Db;
-  redis: Redis;
+  redis: RedisClient;
   broker: Broker;
   topology: Topology;
 }

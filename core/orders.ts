@@ -7,7 +7,7 @@
  * order is written, so it never fires early); paying checks the clock itself, so a payment after `expiresAt`
  * is refused even if the expiry message has not arrived yet.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis/client.ts';
 import type { Db } from './db/client.ts';
 import type { Reservation } from './messages.ts';
 import { saleKeys } from './redis/keys.ts';
@@ -75,7 +75,7 @@ export type ExpireResult = 'expired' | 'already_expired' | 'paid' | 'missing';
  * release, which covers a crash between the commit and the release. The sale's row is held in share mode, so a
  * rebuild of the sale (which takes it exclusively) sees the expiry either wholly before or wholly after.
  */
-export async function expireReservation(db: Db, redis: Redis, prefix: string, m: Reservation): Promise<ExpireResult> {
+export async function expireReservation(db: Db, redis: RedisClient, prefix: string, m: Reservation): Promise<ExpireResult> {
   const result = await db.$transaction(async (tx) => {
     await tx.$queryRaw`SELECT 1 FROM sales WHERE id = ${m.saleId}::uuid FOR SHARE`;
     const rows = await tx.$queryRaw<{ quantity: number }[]>`

@@ -3,7 +3,7 @@
  * sharded pub/sub channel at each new version (the queued version is written by the admission script itself). PostgreSQL keeps the final decisions (table `purchases`) for when Redis
  * has lost them.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis/client.ts';
 import { purchaseChannel, purchaseKey } from './redis/keys.ts';
 import { putState } from './redis/scripts.ts';
 
@@ -52,13 +52,13 @@ export function stateWrite(prefix: string, s: PurchaseState) {
 }
 
 /** Stores and announces a state. @returns true when stored, false when a newer version was there. */
-export async function writeState(redis: Redis, prefix: string, s: PurchaseState): Promise<boolean> {
+export async function writeState(redis: RedisClient, prefix: string, s: PurchaseState): Promise<boolean> {
   const w = stateWrite(prefix, s);
   return (await putState(redis, w.key, w.args)) === 1;
 }
 
 /** Reads a state. @returns undefined when Redis has none. @throws on a stored body that is not a state. */
-export async function readState(redis: Redis, prefix: string, saleId: string, requestId: string): Promise<PurchaseState | undefined> {
+export async function readState(redis: RedisClient, prefix: string, saleId: string, requestId: string): Promise<PurchaseState | undefined> {
   const body = await redis.hget(purchaseKey(prefix, saleId, requestId), 'body');
   return body ? (JSON.parse(body) as PurchaseState) : undefined;
 }

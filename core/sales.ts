@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis/client.ts';
 import type { Db } from './db/client.ts';
 import { loadedSalesKey, saleKeys } from './redis/keys.ts';
 import { Decision, endAt, load, type SaleSnapshot } from './redis/scripts.ts';
@@ -39,7 +39,7 @@ const saleSelect = { id: true, name: true, stock: true, perUserLimit: true, star
 /** Creates a sale in PostgreSQL and loads it into Redis. */
 export async function createSale(
   db: Db,
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   input: { name: string; stock: number; perUserLimit: number; startsAt: Date; endsAt: Date | null; waitingRoom?: WaitingRoomInput },
 ): Promise<SaleRecord & { waitingRoom: WaitingRoom | null }> {
@@ -127,7 +127,7 @@ export function listSales(db: Db, limit = 100): Promise<SaleRecord[]> {
  * and a listing of a hundred sales must not start a hundred rebuilds.
  * @returns saleId -> remaining units.
  */
-export async function remainingOf(db: Db, redis: Redis, prefix: string, ids: string[]): Promise<Map<string, number>> {
+export async function remainingOf(db: Db, redis: RedisClient, prefix: string, ids: string[]): Promise<Map<string, number>> {
   const hot = await Promise.all(ids.map((id) => redis.hget(saleKeys(prefix, id).sale, 'remaining')));
   const remaining = new Map(ids.flatMap((id, i) => (hot[i] === null ? [] : [[id, Number(hot[i])] as [string, number]])));
   const cold = ids.filter((id) => !remaining.has(id));
@@ -151,7 +151,7 @@ const END_SETTLE_MS = 5000;
  * PostgreSQL's epoch is ahead of Redis's (a rebuild in flight), the end is applied again, for up to END_SETTLE_MS.
  * @returns the sale as it is now, or null when there is no such sale.
  */
-export async function endSale(db: Db, redis: Redis, prefix: string, saleId: string, now = new Date()): Promise<SaleRecord | null> {
+export async function endSale(db: Db, redis: RedisClient, prefix: string, saleId: string, now = new Date()): Promise<SaleRecord | null> {
   const rows = await db.$queryRaw<{ ends_at: Date; epoch: bigint }[]>`
     UPDATE sales SET ends_at = CASE WHEN ends_at IS NULL OR ends_at > ${now} THEN ${now} ELSE ends_at END
     WHERE id = ${saleId}::uuid RETURNING ends_at, epoch`;
@@ -253,7 +253,7 @@ const inFlightLoads = new Map<string, Promise<'loaded' | 'present' | 'missing'>>
  */
 export function loadSale(
   db: Db,
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   saleId: string,
   o: { force?: boolean } = {},

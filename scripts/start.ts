@@ -19,7 +19,7 @@ const applied = await migrate(config.DATABASE_URL);
 console.log(applied.length ? `Applied migrations: ${applied.join(', ')}` : 'Database schema is up to date');
 
 const db = createDb(config.DATABASE_URL, 2);
-const redis = createRedis(config.REDIS_URL, createLogger('start', 'warn'));
+const redis = createRedis(config.redis, createLogger('start', 'warn'));
 if ((await db.sale.count()) === 0) {
   const sale = await createSale(db, redis, config.REDIS_KEY_PREFIX, {
     name: 'Demo sneakers drop',

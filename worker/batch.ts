@@ -5,6 +5,7 @@
  * absorbs (the script and the writes are idempotent per request id). Delivery is at-least-once; the effect is
  * exactly-once.
  */
+import { quietFor } from '../core/quiet-log.ts';
 import { FINAL_STATUS_HEADER, type Reservation } from '../core/messages.ts';
 import { FINAL_VERSION, stateWrite, type PurchaseState } from '../core/purchase-state.ts';
 import { saleKeys } from '../core/redis/keys.ts';
@@ -49,7 +50,7 @@ export async function processBatch(w: WorkerContext, items: Item[]): Promise<voi
     for (const it of failedBefore) await recordFailure(w, it);
     if (toDecide.length) await decideAndPersist(w, toDecide);
   } catch (err) {
-    w.d.logger.warn({ err: (err as Error).message, size: items.length }, 'transient failure; retrying the batch later');
+    quietFor(w.d.logger).warn({ err: (err as Error).message, size: items.length }, 'transient failure; retrying the batch later');
     await Promise.all(items.map((it) => retryOrFail(w, it, (err as Error).message)));
   }
 }

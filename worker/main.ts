@@ -7,7 +7,7 @@ import { topologyFor } from '../core/amqp/topology.ts';
 import { loadConfig, type Config } from '../core/config.ts';
 import { createDb, createPool } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
-import { isMain, onShutdown } from '../core/process.ts';
+import { isMain, onShutdown, reportSchema } from '../core/process.ts';
 import { createRedis } from '../core/redis/client.ts';
 import { startWorkerMetrics, type WorkerMetrics } from './metrics.ts';
 import { PurchaseWorker, type WorkerDeps } from './purchase-worker.ts';
@@ -22,16 +22,23 @@ export interface RunningWorker {
 }
 
 /** Connects, declares the topology, and starts consuming. */
-export async function startWorker(config: Config, logger: Logger = createLogger('worker', config.LOG_LEVEL)): Promise<RunningWorker> {
+export async function startWorker(
+  config: Config,
+  logger: Logger = createLogger('worker', config.LOG_LEVEL),
+  o: { background?: boolean } = {},
+): Promise<RunningWorker> {
   const db = createDb(config.DATABASE_URL, 10);
   const sql = createPool(config.DATABASE_URL, 4);
-  const redis = createRedis(config.REDIS_URL, logger);
+  const redis = createRedis(config.redis, logger);
   const topo = topologyFor(config);
-  const broker = await Broker.connect({ url: config.AMQP_URL, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
+  const broker = await Broker.connect({ urls: config.amqpUrls, background: o.background, topology: topo, logger, publishTimeoutMs: config.PUBLISH_TIMEOUT_MS });
   const deps: WorkerDeps = { config, logger, db, sql, redis, broker, topology: topo };
   const worker = new PurchaseWorker(deps);
   const metrics = config.METRICS ? await startWorkerMetrics(deps, worker) : undefined;
-  await worker.start();
+  // In the background, consuming starts once RabbitMQ answers (the worker opens its channel on every connect).
+  const started = worker.start();
+  if (o.background) started.catch((err: Error) => logger.warn({ err: err.message }, 'not consuming yet; waiting for RabbitMQ'));
+  else await started;
 
   let sweeping = false;
   const sweeper = setInterval(() => {
@@ -64,7 +71,8 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
 if (isMain(import.meta.url)) {
   const config = loadConfig();
   const logger = createLogger('worker', config.LOG_LEVEL);
-  const running = await startWorker(config, logger);
-  logger.info({ queue: running.deps.topology.purchaseQueue, metricsPort: running.metrics?.port }, 'worker consuming');
+  const running = await startWorker(config, logger, { background: true });
   onShutdown(logger, 15_000, () => running.stop());
+  logger.info({ queue: running.deps.topology.purchaseQueue, metricsPort: running.metrics?.port }, 'worker started; consuming once RabbitMQ answers');
+  reportSchema(running.deps.db, logger);
 }

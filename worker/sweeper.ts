@@ -4,7 +4,7 @@
  * API process that died before (or while) publishing. The sweeper publishes it again: the decide script is
  * idempotent per request id, so if the first message does exist, the second is a no-op.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis/client.ts';
 import type { Logger } from 'pino';
 import type { Broker } from '../core/amqp/broker.ts';
 import type { Topology } from '../core/amqp/topology.ts';
@@ -19,7 +19,7 @@ const SWEEP_LIMIT = 1000;
  * @returns how many requests were re-published.
  */
 export async function sweepStaleAdmissions(
-  d: { redis: Redis; broker: Broker; topology: Topology; logger: Logger; prefix: string },
+  d: { redis: RedisClient; broker: Broker; topology: Topology; logger: Logger; prefix: string },
   staleMs: number,
   now = Date.now(),
 ): Promise<number> {

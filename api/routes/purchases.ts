@@ -118,12 +118,14 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
   let heartbeat: NodeJS.Timeout | undefined;
   let lifetime: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
+  let unregister: (() => void) | undefined;
   const close = () => {
     if (closed) return;
     closed = true;
     clearInterval(heartbeat);
     clearTimeout(lifetime);
     unsubscribe?.();
+    unregister?.();
     res.end();
   };
   const send = (s: PurchaseState) => {
@@ -160,6 +162,7 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
   });
   res.flushHeaders();
   open = true;
+  unregister = d.streams.add(res, close);
   heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
   lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
   const first = early && early.version > state.version ? early : state;

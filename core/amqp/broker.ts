@@ -5,25 +5,86 @@
  * amqplib recovers the connection, not channels or unconfirmed messages (a channel error closes a channel for
  * good), so the publisher owns its confirm channel, re-creates it, and fails every publish still unconfirmed when
  * its channel dies: the caller decides what a failed publish means (the API answers 503 and withdraws).
+ *
+ * A RabbitMQ cluster: `urls` lists its nodes. amqplib's recovery reconnects to one URL; given the URL as an object
+ * (a documented form of `connect`), it reads the object's fields on every attempt, so the broker points that object
+ * at the next node whenever a connection is lost or an attempt fails. The first node is picked at random, which
+ * spreads the connections of many processes over the nodes.
+ *
+ * A publish whose channel died before its confirm (its node went away) is published once more through the next
+ * connection, with the same messageId, if one opens within the publish timeout: the message may now be in the
+ * queue twice, which the worker absorbs (it decides each requestId once). Nacks and returns are not retried.
  */
 import { EventEmitter } from 'node:events';
 import amqp, { type ConfirmChannel, type Channel, type ChannelModel, type Options } from 'amqplib';
 import type { Logger } from 'pino';
+import { QuietWarnings } from '../quiet-log.ts';
 import { declareTopology, type Topology } from './topology.ts';
 
 /** A publish that did not get a positive confirm: nacked, unroutable, timed out, or its channel closed. */
 export class PublishError extends Error {
   override name = 'PublishError';
+  /** True when the channel closed before the confirm: the message may or may not be in the queue. */
+  channelLost = false;
 }
 
 export interface BrokerOptions {
-  url: string;
+  /** amqp URLs of the nodes of one cluster (or the one broker). */
+  urls: readonly string[];
   topology: Topology;
   logger: Logger;
   /** How long a publish waits for its confirm, ms. */
   publishTimeoutMs: number;
   /** Retries before the first connection succeeds, count (then start fails); Infinity afterwards. */
   initialMaxRetries?: number;
+  /** Resolve `connect` at once, before any node answered (`ready` tells when publishes can succeed). */
+  background?: boolean;
+}
+
+/** The fields of an amqp URL, in the object form `amqplib.connect` accepts. */
+interface AmqpTarget {
+  protocol: string;
+  hostname: string;
+  port: number;
+  username: string;
+  password: string;
+  vhost: string;
+  heartbeat?: number;
+}
+
+function targetOf(url: string): AmqpTarget {
+  const u = new URL(url);
+  const protocol = u.protocol.replace(':', '');
+  const heartbeat = u.searchParams.get('heartbeat');
+  return {
+    protocol,
+    hostname: u.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(u.port) || (protocol === 'amqps' ? 5671 : 5672),
+    username: u.username ? decodeURIComponent(u.username) : 'guest',
+    password: u.password ? decodeURIComponent(u.password) : 'guest',
+    vhost: u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/',
+    ...(heartbeat ? { heartbeat: Number(heartbeat) } : {}),
+  };
+}
+
+/** One mutable target that walks the nodes round-robin from a random start. */
+class NodeRotation {
+  readonly target: AmqpTarget;
+  private index: number;
+  constructor(private readonly urls: readonly string[]) {
+    if (urls.length === 0) throw new Error('no RabbitMQ URL given');
+    this.index = Math.floor(Math.random() * urls.length);
+    this.target = targetOf(urls[this.index]!);
+  }
+  /** Points the target at the next node. */
+  next(): void {
+    if (this.urls.length < 2) return;
+    this.index = (this.index + 1) % this.urls.length;
+    Object.assign(this.target, targetOf(this.urls[this.index]!));
+  }
+  get current(): string {
+    return `${this.target.hostname}:${this.target.port}`;
+  }
 }
 
 /**
@@ -48,7 +109,9 @@ export class Broker extends EventEmitter {
 
   /** Connects, declares the topology and opens the confirm channel. @throws when the broker stays unreachable. */
   static async connect(o: BrokerOptions): Promise<Broker> {
-    const model = await connectRecovering(o, async (m) => {
+    const nodes = new NodeRotation(o.urls);
+    const quiet = new QuietWarnings(o.logger);
+    const model = await connectRecovering(o, nodes.target, async (m) => {
       const ch = await m.createChannel();
       await declareTopology(ch, o.topology);
       await ch.close();
@@ -56,19 +119,24 @@ export class Broker extends EventEmitter {
     const broker = new Broker(model, o);
     model.on('disconnect', (err: Error) => {
       broker.channel = undefined;
-      o.logger.warn({ err: err.message }, 'rabbitmq disconnected');
+      o.logger.warn({ err: err.message, node: nodes.current }, 'rabbitmq disconnected');
+      nodes.next();
       broker.emit('disconnected', err);
     });
+    model.on('connect-failed', (err: Error) => {
+      quiet.warn({ err: err.message, node: nodes.current }, 'rabbitmq node unreachable');
+      nodes.next();
+    });
     model.on('connect', () => {
+      o.logger.info({ node: nodes.current }, 'rabbitmq connected');
       // Channels die with their connection, and opening one while disconnected fails: open it on every connect.
       broker.reopen();
       broker.emit('connected');
     });
     // An 'error' without a listener would be thrown: a broker going away must never crash the process.
-    model.on('error', (err: Error) => o.logger.warn({ err: err.message }, 'rabbitmq connection error'));
-    model.on('reconnect-scheduled', (i: { attempt: number; delay: number }) =>
-      o.logger.info(i, 'rabbitmq reconnect scheduled'),
-    );
+    model.on('error', (err: Error) => quiet.warn({ err: err.message }, 'rabbitmq connection error'));
+    model.on('reconnect-failed', (err: Error) => o.logger.error({ err: err.message }, 'rabbitmq recovery abandoned'));
+    if (o.background) return broker;
     await model.waitForConnect();
     broker.reopen(); // unless the connect event did already
     await broker.opening;
@@ -112,7 +180,42 @@ export class Broker extends EventEmitter {
    * @param options - must carry `messageId`, unique per message.
    * @throws PublishError when there is no channel, on nack, return, channel loss, or after `publishTimeoutMs`.
    */
-  publish(exchange: string, routingKey: string, body: Buffer, options: Options.Publish & { messageId: string }): Promise<void> {
+  async publish(exchange: string, routingKey: string, body: Buffer, options: Options.Publish & { messageId: string }): Promise<void> {
+    const deadline = Date.now() + this.o.publishTimeoutMs;
+    try {
+      await this.publishOnce(exchange, routingKey, body, options, this.o.publishTimeoutMs);
+    } catch (err) {
+      if (!(err instanceof PublishError) || !err.channelLost || this.closing) throw err;
+      // Its node went away before confirming: once more through the next connection, same messageId.
+      if (!(await this.readyWithin(deadline - Date.now()))) throw err;
+      this.emit('republished', options.messageId);
+      await this.publishOnce(exchange, routingKey, body, options, Math.max(100, deadline - Date.now()));
+    }
+  }
+
+  /** Resolves true once a confirm channel is open, false if none opens within `ms` (ms). */
+  private readyWithin(ms: number): Promise<boolean> {
+    if (this.ready) return Promise.resolve(true);
+    if (ms <= 0) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.off('ready', onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), ms);
+      this.on('ready', onReady);
+    });
+  }
+
+  private publishOnce(
+    exchange: string,
+    routingKey: string,
+    body: Buffer,
+    options: Options.Publish & { messageId: string },
+    timeoutMs: number,
+  ): Promise<void> {
     const ch = this.channel;
     if (!ch) return Promise.reject(new PublishError('RabbitMQ is not connected'));
     const id = options.messageId;
@@ -134,14 +237,15 @@ export class Broker extends EventEmitter {
           resolve();
         }
       };
-      const timer = setTimeout(
-        () => settle(new PublishError(`no publisher confirm within ${this.o.publishTimeoutMs} ms`)),
-        this.o.publishTimeoutMs,
-      );
+      const timer = setTimeout(() => settle(new PublishError(`no publisher confirm within ${timeoutMs} ms`)), timeoutMs);
       try {
-        ch.publish(exchange, routingKey, body, { persistent: true, mandatory: true, ...options }, (err) =>
-          settle(err ? new PublishError(`publish nacked: ${String(err?.message ?? err)}`) : undefined),
-        );
+        ch.publish(exchange, routingKey, body, { persistent: true, mandatory: true, ...options }, (err) => {
+          if (!err) return settle();
+          const e = new PublishError(`publish nacked: ${String(err?.message ?? err)}`);
+          // amqplib fails every unconfirmed publish when its channel closes; a real nack leaves the channel open.
+          e.channelLost = this.channel !== ch || /closed/i.test(String(err?.message ?? err));
+          settle(e);
+        });
         this.emit('published', id);
       } catch (err) {
         settle(err as Error);
@@ -170,15 +274,15 @@ export class Broker extends EventEmitter {
   }
 }
 
-function connectRecovering(o: BrokerOptions, setup: (m: ChannelModel) => Promise<void>) {
-  return amqp.connect(o.url, {
+function connectRecovering(o: BrokerOptions, target: AmqpTarget, setup: (m: ChannelModel) => Promise<void>) {
+  return amqp.connect(target, {
     recovery: {
-      initialDelay: 200,
-      maxDelay: 5000,
+      initialDelay: 100,
+      maxDelay: 1000,
       factor: 2,
       jitter: 0.2,
       maxRetries: Infinity,
-      initialMaxRetries: o.initialMaxRetries ?? 5,
+      initialMaxRetries: o.initialMaxRetries ?? (o.background ? Infinity : 5),
       waitForConnect: false,
       setup,
     },

@@ -37,12 +37,14 @@ export interface Topology {
   reservationDeadQueue: string;
   paymentWindowMs: number;
   deliveryLimit: number;
+  /** Replicas of each quorum queue at declaration (x-quorum-initial-group-size), count; undefined: the broker's default. */
+  quorumSize?: number;
 }
 
 /** Builds the names of the topology under `prefix`. */
 export function topology(
   prefix: string,
-  o: { retryDelaysMs: number[]; paymentWindowMs: number; deliveryLimit: number },
+  o: { retryDelaysMs: number[]; paymentWindowMs: number; deliveryLimit: number; quorumSize?: number },
 ): Topology {
   return {
     purchaseExchange: `${prefix}.purchases`,
@@ -59,6 +61,7 @@ export function topology(
     reservationDeadQueue: `${prefix}.reservations.dead`,
     paymentWindowMs: o.paymentWindowMs,
     deliveryLimit: o.deliveryLimit,
+    quorumSize: o.quorumSize,
   };
 }
 
@@ -68,10 +71,10 @@ export function topologyFor(config: Config): Topology {
     retryDelaysMs: config.RETRY_DELAYS_MS,
     paymentWindowMs: config.PAYMENT_WINDOW_SECONDS * 1000,
     deliveryLimit: config.DELIVERY_LIMIT,
+    quorumSize: config.AMQP_QUORUM_SIZE,
   });
 }
 
-const quorum = { 'x-queue-type': 'quorum' } as const;
 const atLeastOnceDeadLettering = { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' } as const;
 
 /**
@@ -79,6 +82,8 @@ const atLeastOnceDeadLettering = { 'x-dead-letter-strategy': 'at-least-once', 'x
  * no-op. @throws the broker's PRECONDITION_FAILED error if a queue exists with other arguments.
  */
 export async function declareTopology(ch: Channel, t: Topology): Promise<void> {
+  // RabbitMQ compares this argument on redeclaration: a queue declared without it cannot be declared with it.
+  const quorum = { 'x-queue-type': 'quorum', ...(t.quorumSize ? { 'x-quorum-initial-group-size': t.quorumSize } : {}) };
   await ch.assertExchange(t.purchaseExchange, 'direct', { durable: true });
   await ch.assertExchange(t.reservationExchange, 'direct', { durable: true });
   await ch.assertExchange(t.deadExchange, 'direct', { durable: true });

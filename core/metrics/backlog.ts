@@ -9,7 +9,7 @@
  * dashboard (`read()`).
  */
 import type { Channel } from 'amqplib';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/client.ts';
 import { Gauge, type Registry } from 'prom-client';
 import type { Broker } from '../amqp/broker.ts';
 import type { Topology } from '../amqp/topology.ts';
@@ -48,7 +48,7 @@ const POLL_TIMEOUT_MS = 2000;
 
 export interface BacklogOptions {
   broker: Broker;
-  redis: Redis;
+  redis: RedisClient;
   topology: Topology;
   prefix: string;
   amqpPrefix: string;

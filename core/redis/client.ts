@@ -1,9 +1,24 @@
 /**
- * ioredis clients for the API and the worker.
+ * ioredis clients for the API and the worker: a single Redis (`REDIS_URL`, the default) or a Redis Cluster
+ * (`REDIS_CLUSTER_NODES`, a comma-separated list of `host:port` seed nodes; the rest of the cluster is discovered
+ * from them). A separate variable rather than several hosts in `REDIS_URL`: a redis:// URL names one host, and
+ * an explicit list says at a glance which mode a process runs in. Credentials and TLS come from `REDIS_URL`'s
+ * userinfo and scheme in both modes.
  */
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import { QuietWarnings } from '../quiet-log.ts';
 import { defineScripts } from './scripts.ts';
+
+/** A single-node client or a cluster client: both run the same commands and scripts. */
+export type RedisClient = Redis | Cluster;
+
+/** Where Redis is: one URL, plus seed nodes when it is a cluster. */
+export interface RedisTarget {
+  url: string;
+  /** `host:port` seed nodes of a Redis Cluster; empty or absent for a single Redis. */
+  clusterNodes?: readonly string[];
+}
 
 export interface RedisClientOptions {
   /** Fail commands at once while disconnected, instead of queueing them: the API answers 503 rather than hang. */
@@ -12,31 +27,88 @@ export interface RedisClientOptions {
   commandTimeoutMs?: number;
 }
 
+/** Reconnect delay after `attempt` failures, ms: exponential from 50 ms, capped at 1 s, with ±20 % jitter. */
+const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 1000) * (0.8 + Math.random() * 0.4);
+
+function nodeOptions(url: string): RedisOptions {
+  const u = new URL(url);
+  return {
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    tls: u.protocol === 'rediss:' ? {} : undefined,
+  };
+}
+
+function clusterOf(target: RedisTarget, base: RedisOptions, extra: Partial<ClusterOptions> = {}): Cluster {
+  const nodes = target.clusterNodes!.map((hp) => {
+    const i = hp.lastIndexOf(':');
+    return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+  });
+  return new Cluster(nodes, {
+    // A master killed: its connection closes, ioredis refreshes the slot map and re-sends after these delays
+    // (ms); the replica is promoted after the cluster's node-timeout, so a command retries for a few seconds.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 300,
+    retryDelayOnTryAgain: 100,
+    retryDelayOnMoved: 0,
+    maxRedirections: 32,
+    slotsRefreshTimeout: 1000,
+    clusterRetryStrategy: backoff,
+    enableOfflineQueue: base.enableOfflineQueue,
+    enableAutoPipelining: base.enableAutoPipelining,
+    scaleReads: 'master',
+    redisOptions: { ...nodeOptions(target.url), ...base, enableAutoPipelining: undefined },
+    ...extra,
+  });
+}
+
+/** True when `target` names a Redis Cluster. */
+export const isCluster = (target: RedisTarget): boolean => (target.clusterNodes?.length ?? 0) > 0;
+
 /**
  * Creates a client with the scripts defined and auto-pipelining on (commands issued in one event-loop tick share
- * one round trip: https://github.com/redis/ioredis#autopipelining).
+ * one round trip: https://github.com/redis/ioredis#autopipelining; on a cluster, one per node).
  */
-export function createRedis(url: string, logger: Logger, o: RedisClientOptions = {}): Redis {
-  const redis = new Redis(url, {
+export function createRedis(target: RedisTarget, logger: Logger, o: RedisClientOptions = {}): RedisClient {
+  const base: RedisOptions = {
     enableAutoPipelining: true,
     enableOfflineQueue: !o.failFast,
     maxRetriesPerRequest: o.failFast ? 1 : 20,
     commandTimeout: o.commandTimeoutMs,
-    retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.8 + Math.random() * 0.4),
+    retryStrategy: backoff,
     lazyConnect: false,
-  });
-  redis.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis error'));
+  };
+  // Under a failover a cluster client must queue while it re-reads the slot map, or every command in those
+  // seconds fails; the per-command timeout still bounds how long the API waits.
+  const redis = isCluster(target) ? clusterOf(target, { ...base, enableOfflineQueue: true }) : new Redis(target.url, base);
+  const quiet = new QuietWarnings(logger);
+  redis.on('error', (err: Error) => quiet.warn({ err: err.message }, 'redis error'));
+  redis.on('node error', (err: Error, node: string) => quiet.warn({ err: err.message, node }, 'redis cluster node error'));
   defineScripts(redis);
   return redis;
 }
 
-/** Creates a dedicated subscriber connection (a client in subscribe mode cannot run other commands). */
-export function createSubscriber(url: string, logger: Logger): Redis {
-  const sub = new Redis(url, {
-    enableOfflineQueue: true,
-    maxRetriesPerRequest: null,
-    retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.8 + Math.random() * 0.4),
-  });
-  sub.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis subscriber error'));
+/**
+ * Creates a dedicated subscriber connection (a client in subscribe mode cannot run other commands). On a cluster,
+ * `sharded: true` (ioredis `shardedSubscribers`) makes SSUBSCRIBE go to the shard that holds each channel's slot.
+ */
+export function createSubscriber(target: RedisTarget, logger: Logger, o: { sharded?: boolean } = {}): RedisClient {
+  const base: RedisOptions = { enableOfflineQueue: true, maxRetriesPerRequest: null, retryStrategy: backoff };
+  const sub = isCluster(target) ? clusterOf(target, base, { shardedSubscribers: o.sharded === true }) : new Redis(target.url, base);
+  const quiet = new QuietWarnings(logger);
+  sub.on('error', (err: Error) => quiet.warn({ err: err.message }, 'redis subscriber error'));
   return sub;
+}
+
+/**
+ * Why Redis cannot serve, or undefined when it can: PING, and on a cluster `CLUSTER INFO`'s `cluster_state`
+ * (a cluster with a slot uncovered answers `fail`: https://redis.io/docs/latest/commands/cluster-info/).
+ * @throws when Redis does not answer.
+ */
+export async function redisProblem(redis: RedisClient): Promise<string | undefined> {
+  await redis.ping();
+  if (!(redis instanceof Cluster)) return undefined;
+  const info = await redis.cluster('INFO');
+  const state = /cluster_state:(\w+)/.exec(String(info))?.[1];
+  return state === 'ok' ? undefined : `cluster_state:${state ?? 'unknown'}`;
 }

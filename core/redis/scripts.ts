@@ -5,7 +5,7 @@
  * fallback. Every script is safe to run twice, because ioredis re-sends in-flight commands after a reconnect.
  */
 import { readFileSync } from 'node:fs';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
 const SCRIPT_VERSION = 'v2';
@@ -59,14 +59,14 @@ export interface DecideResult {
 }
 
 /** Registers every script on a client. Call once per ioredis client before using the wrappers below. */
-export function defineScripts(redis: Redis): void {
+export function defineScripts(redis: Redis | Cluster): void {
   for (const [name, numberOfKeys] of Object.entries(scripts) as [ScriptName, number][]) {
     const lua = readFileSync(new URL(`./scripts/${name}-${numberOfKeys}.lua`, import.meta.url), 'utf8');
     redis.defineCommand(commandName(name), { numberOfKeys, lua });
   }
 }
 
-type Runner = Redis | ChainableCommander;
+type Runner = Redis | Cluster | ChainableCommander;
 function run(client: Runner, name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
   const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[commandName(name)];
   if (!fn) throw new Error(`Redis script ${name} is not defined on this client: call defineScripts() first`);
@@ -99,7 +99,7 @@ function admissionKeys(keys: SaleKeys, idemKey: string, requestId: string): stri
  * @throws Error on a reply of an unexpected shape.
  */
 export async function admit(
-  redis: Redis,
+  redis: Redis | Cluster,
   keys: SaleKeys,
   idemKey: string,
   a: {
@@ -171,7 +171,7 @@ export async function decide(redis: Runner, keys: SaleKeys, purchases: DecideArg
  * @returns true when units went back to stock, false when there was nothing to release.
  */
 export async function release(
-  redis: Redis,
+  redis: Redis | Cluster,
   keys: SaleKeys,
   a: { requestId: string; userId: string; quantity: number; as: Decision },
 ): Promise<boolean> {
@@ -202,7 +202,7 @@ export enum WithdrawCode {
  * @throws Error on a reply of an unexpected shape, or when Redis is unavailable.
  */
 export async function withdraw(
-  redis: Redis,
+  redis: Redis | Cluster,
   keys: SaleKeys,
   idemKey: string,
   a: { requestId: string; userId: string; quantity: number },
@@ -228,7 +228,7 @@ export interface SaleSnapshot {
 }
 
 /** Loads a sale unless it is loaded with this epoch or a newer one (see `load-6.lua`). @returns true when loaded. */
-export async function load(redis: Redis, keys: SaleKeys, s: SaleSnapshot): Promise<boolean> {
+export async function load(redis: Redis | Cluster, keys: SaleKeys, s: SaleSnapshot): Promise<boolean> {
   const reply = await run(redis, 'load', [keys.sale, keys.held, keys.last, keys.inflight, keys.requests, keys.decided], [
     s.stock,
     s.remaining,
@@ -256,6 +256,6 @@ export function putState(
 }
 
 /** Ends a loaded sale at `endsAtMs` unless it ends earlier (see `end-1.lua`). @returns true when the end was set. */
-export async function endAt(redis: Redis, keys: SaleKeys, endsAtMs: number): Promise<boolean> {
+export async function endAt(redis: Redis | Cluster, keys: SaleKeys, endsAtMs: number): Promise<boolean> {
   return integer(await run(redis, 'end', [keys.sale], [endsAtMs]), 'end') === 1;
 }

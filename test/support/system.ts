@@ -5,7 +5,7 @@
  * RabbitMQ.
  */
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../core/redis/client.ts';
 import request from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
 import { createLogger } from '../../core/logger.ts';
@@ -24,7 +24,7 @@ export interface TestSystem {
   /** Base URL of the API, e.g. http://127.0.0.1:41234. */
   url: string;
   http: ReturnType<typeof request>;
-  redis: Redis;
+  redis: RedisClient;
   /** Creates a sale through the admin API. @returns its id. */
   createSale(body?: Record<string, unknown>): Promise<string>;
   /** Mints a shopper token. */
