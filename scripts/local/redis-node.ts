@@ -19,6 +19,8 @@ export interface RedisNodeOptions {
   dir: string;
   /** How long `start` waits for PING to answer, ms. */
   readyTimeoutMs?: number;
+  /** More redis-server arguments, e.g. `['--cluster-enabled', 'yes']`. */
+  extraArgs?: string[];
 }
 
 export interface RedisNode {
@@ -48,7 +50,7 @@ export async function startRedisNode(opts: RedisNodeOptions): Promise<RedisNode>
   const launch = async (): Promise<void> => {
     child = spawnChild(
       'redis-server',
-      ['--port', String(opts.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', opts.dir, '--logfile', logPath, '--daemonize', 'no'],
+      ['--port', String(opts.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', opts.dir, '--logfile', logPath, '--daemonize', 'no', ...(opts.extraArgs ?? [])],
       { env: process.env, logPath },
     );
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
