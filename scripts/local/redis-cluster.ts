@@ -28,6 +28,8 @@ export interface RedisCluster {
   nodes: RedisNode[];
   /** `host:port` of every node, for REDIS_CLUSTER_NODES. */
   seeds: string[];
+  /** The hash slot of `key` (CLUSTER KEYSLOT on a live node). */
+  slotOf(key: string): Promise<number>;
   /** The node that is master of `slot` now. */
   masterOf(slot: number): Promise<RedisNode>;
   /** Resolves once every live node reports cluster_state:ok; @returns ms waited. @throws after `timeoutMs`. */
@@ -59,6 +61,10 @@ export async function startRedisCluster(o: RedisClusterOptions): Promise<RedisCl
     const cluster: RedisCluster = {
       nodes,
       seeds,
+      async slotOf(key) {
+        const live = nodes.find((n) => n.child)!;
+        return Number((await cli(live.port, 'CLUSTER', 'KEYSLOT', key)).trim());
+      },
       async masterOf(slot) {
         for (const n of nodes) {
           if (!n.child) continue;

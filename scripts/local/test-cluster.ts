@@ -1,0 +1,53 @@
+/**
+ * `npm run test:cluster`: starts a private Redis Cluster (three masters with replicas) and a private three-node
+ * RabbitMQ cluster (ports from 7201 and 5761, data under a temp folder), runs the pipeline suites against them
+ * (REDIS_CLUSTER_NODES, AMQP_URLS, quorum queues on three nodes), then the failover run under load
+ * (scripts/local/failover.ts), and stops every process it started, by pid, also on failure.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRabbitCluster } from './rabbitmq-cluster.ts';
+import { startRedisCluster } from './redis-cluster.ts';
+import { runFailover } from './failover.ts';
+
+const SUITES = ['test/purchase-flow.test.ts', 'test/resilience.test.ts', 'test/failures.test.ts', 'test/reservations.test.ts'];
+
+const dir = mkdtempSync(join(tmpdir(), 'fs-cluster-'));
+const started = Date.now();
+const [redis, rabbit] = await Promise.all([
+  startRedisCluster({ basePort: Number(process.env.CLUSTER_REDIS_PORT ?? 7201), dir }),
+  startRabbitCluster({ basePort: Number(process.env.CLUSTER_AMQP_PORT ?? 5761), dir }),
+]);
+console.log(`clusters up in ${Date.now() - started} ms: Redis ${redis.seeds.join(',')}; RabbitMQ ${rabbit.urls.join(',')}`);
+const env = { ...process.env, REDIS_CLUSTER_NODES: redis.seeds.join(','), AMQP_URLS: rabbit.urls.join(','), AMQP_QUORUM_SIZE: '3' };
+
+let failed = false;
+const stopAll = async () => {
+  await Promise.all([redis.stop(), rabbit.stop()]);
+};
+process.once('SIGINT', () => void stopAll().then(() => process.exit(130)));
+try {
+  if (process.env.CLUSTER_SKIP_SUITES !== 'true') {
+    const code = await new Promise<number>((resolve) => {
+      const p = spawn('npx', ['vitest', 'run', ...SUITES], { env, stdio: 'inherit' });
+      p.once('exit', (c) => resolve(c ?? 1));
+    });
+    if (code !== 0) {
+      failed = true;
+      console.error(`pipeline suites failed against the clusters (exit ${code})`);
+    }
+  }
+  const report = await runFailover({ redis, rabbit, env, dir });
+  console.log(report.lines.join('\n'));
+  if (!report.ok) failed = true;
+} catch (err) {
+  failed = true;
+  console.error(err);
+} finally {
+  await stopAll();
+  if (!failed) rmSync(dir, { recursive: true, force: true });
+  else console.error(`logs kept in ${dir}`);
+}
+process.exit(failed ? 1 : 0);
