@@ -15,9 +15,9 @@ import type { RabbitCluster } from './rabbitmq-cluster.ts';
 import type { RedisCluster } from './redis-cluster.ts';
 
 const ADMIN = 'cluster-admin-token-0123456789';
-const STOCK = 300;
+const STOCK = 2400;
 const LIMIT = 2;
-const SHOPPERS = 400;
+const SHOPPERS = 1500;
 const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/flash_sale_test';
 
 interface Figures {
@@ -104,7 +104,7 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
       }
     };
 
-    const load = Promise.all(Array.from({ length: SHOPPERS }, (_, n) => sleep(Math.random() * 20_000).then(() => shopper(n))));
+    const load = Promise.all(Array.from({ length: SHOPPERS }, (_, n) => sleep(Math.random() * 40_000).then(() => shopper(n))));
     const recovery: string[] = [];
     const afterKill = async (name: string, kill: () => Promise<void>) => {
       const at = Date.now();
@@ -113,7 +113,7 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
       await until(async () => f.accepted.size > before, 30_000, `a 202 after killing ${name}`).catch(() => undefined);
       recovery.push(`${name}: next 202 after ${f.accepted.size > before ? Date.now() - at : 'none in 30000'} ms`);
     };
-    await sleep(4000);
+    await sleep(5000);
     const slot = await o.redis.slotOf(`{${sale.id}}`);
     const master = await o.redis.masterOf(slot);
     await afterKill(`Redis master 127.0.0.1:${master.port} (slot ${slot})`, () => master.kill());
