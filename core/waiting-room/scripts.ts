@@ -3,7 +3,7 @@
  * is under the sale's hash tag, next to the sale's own keys, so a script can read the sale's stock and decisions.
  */
 import { readFileSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../redis/client.ts';
 import { saleKeys } from '../redis/keys.ts';
 
 const VERSION = 'v1';

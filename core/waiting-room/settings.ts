@@ -4,7 +4,7 @@
  * so a process keeps what it read, including "this sale has none" (the purchase path's one branch).
  */
 import { randomInt } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../redis/client.ts';
 import { z } from 'zod';
 import type { Db } from '../db/client.ts';
 import { loadQueue, queueKeys } from './scripts.ts';
