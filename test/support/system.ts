@@ -5,6 +5,7 @@
  * RabbitMQ.
  */
 import { randomBytes } from 'node:crypto';
+import { Cluster } from 'ioredis';
 import type { RedisClient } from '../../core/redis/client.ts';
 import request from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
@@ -179,14 +180,18 @@ export async function startSystem(
       }
       for (const x of [t.purchaseExchange, t.reservationExchange, t.deadExchange]) await ch.deleteExchange(x);
       await ch.close();
+      // On a Redis Cluster, SCAN every master and delete key by key (one DEL may not span slots).
       const keys: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, batch] = await redis.scan(cursor, 'MATCH', `${config.REDIS_KEY_PREFIX}:*`, 'COUNT', 1000);
-        cursor = next;
-        keys.push(...batch);
-      } while (cursor !== '0');
-      for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+      for (const node of redis instanceof Cluster ? redis.nodes('master') : [redis]) {
+        let cursor = '0';
+        do {
+          const [next, batch] = await node.scan(cursor, 'MATCH', `${config.REDIS_KEY_PREFIX}:*`, 'COUNT', 1000);
+          cursor = next;
+          keys.push(...batch);
+        } while (cursor !== '0');
+      }
+      if (redis instanceof Cluster) await Promise.all(keys.map((k) => redis.del(k)));
+      else for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
       await api.stop();
     },
   };
