@@ -12,7 +12,7 @@
  * per-process limiter of the same size stands in (`insuranceLimiter`): limits hold per node, requests still pass.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis/client.ts';
 import type { Request, RequestHandler, Response } from 'express';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Config } from '../core/config.ts';
@@ -44,7 +44,7 @@ function tag(parts: string[]): string {
   return `{${createHash('sha256').update(parts.map((p) => `${p.length}:${p}`).join('|')).digest('base64url').slice(0, 22)}}`;
 }
 
-function limiter(redis: Redis, prefix: string, name: LimitName, windows: Window[]): Limiter {
+function limiter(redis: RedisClient, prefix: string, name: LimitName, windows: Window[]): Limiter {
   return {
     name,
     windows: windows.map((w) => ({
@@ -98,7 +98,7 @@ function middleware(l: Limiter, keyOf: (req: Request) => string[]): RequestHandl
  * Builds the limits of one API process from config. @param redis - the shared Redis; @param prefix - the key
  * prefix (keys are `<prefix>:rl:<limit>:<window>s:{<client digest>}`).
  */
-export function createRateLimits(config: Config, redis: Redis): RateLimits {
+export function createRateLimits(config: Config, redis: RedisClient): RateLimits {
   if (config.RATE_LIMITS === 'off') {
     return { ip: pass, purchase: pass, poll: pass, login: pass, adminBudget: pass, adminFailed: async () => undefined };
   }
@@ -132,7 +132,7 @@ export function createRateLimits(config: Config, redis: Redis): RateLimits {
 const byDeps = new WeakMap<object, RateLimits>();
 
 /** The limits of an app's deps, built once per deps object so every router shares the same limiters. */
-export function rateLimitsOf(d: { config: Config; redis: Redis }): RateLimits {
+export function rateLimitsOf(d: { config: Config; redis: RedisClient }): RateLimits {
   let l = byDeps.get(d);
   if (!l) byDeps.set(d, (l = createRateLimits(d.config, d.redis)));
   return l;
