@@ -96,6 +96,8 @@ export async function startSystem(runId: string, dir: string, onStarted: (s: Par
     JWT_SECRET,
     LOG_LEVEL: 'info',
     WORKER_METRICS_PORT: String(workerMetricsPort),
+    // Every simulated shopper comes from one address: per-IP limits would refuse the crowd, not test the faults.
+    RATE_LIMITS: 'off',
   };
   const events: ProcessEvent[] = [];
   const apiUrls = [`http://127.0.0.1:${api1Port}`, `http://127.0.0.1:${api2Port}`];

@@ -70,6 +70,7 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
     const expiries = await ch.consume(this.d.topology.reservationExpiryQueue, (msg) => msg && void this.expire(ch, msg), { noAck: false });
     this.consumerTags = [purchases.consumerTag, expiries.consumerTag];
     this.channel = ch;
+    this.d.logger.info({ queue: this.d.topology.purchaseQueue }, 'worker consuming');
   }
 
   /**
