@@ -21,6 +21,9 @@ import type { Logger } from 'pino';
 import { QuietWarnings } from '../quiet-log.ts';
 import { declareTopology, type Topology } from './topology.ts';
 
+/** Wait before trying again to open the publish channel on a live connection, ms. */
+const REOPEN_RETRY_MS = 500;
+
 /** A publish that did not get a positive confirm: nacked, unroutable, timed out, or its channel closed. */
 export class PublishError extends Error {
   override name = 'PublishError';
@@ -148,7 +151,12 @@ export class Broker extends EventEmitter {
   private reopen(): void {
     if (this.channel || this.opening || this.closing) return;
     this.opening = this.openChannel(this.model)
-      .catch((err: Error) => this.o.logger.warn({ err: err.message }, 'cannot open the publish channel yet'))
+      .catch((err: Error) => {
+        this.o.logger.warn({ err: err.message }, 'cannot open the publish channel yet');
+        // The connection may stay up (a cluster node failing over its queues): try again rather than wait for a
+        // reconnect that never comes, which left the API answering 503 for good.
+        setTimeout(() => this.reopen(), REOPEN_RETRY_MS).unref();
+      })
       .finally(() => (this.opening = undefined));
   }
 
