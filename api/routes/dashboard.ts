@@ -3,6 +3,7 @@
  * `event: stats` a second with the snapshot of api/admin-stats.ts. The page itself is static, at `/admin/`
  * (built from dashboard/ with vite into web/admin/).
  */
+import { openEventStream } from '../event-stream.ts';
 import { Router } from 'express';
 import { AdminStats } from '../admin-stats.ts';
 import { requireAdmin } from '../auth.ts';
@@ -12,13 +13,7 @@ export function dashboardRoutes(d: ApiDeps): Router {
   const r = Router();
   const stats = new AdminStats(d);
   r.get('/api/admin/stats/events', requireAdmin(d.config.ADMIN_TOKEN), (req, res) => {
-    res.status(200).set({
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
-    res.flushHeaders();
+    openEventStream(res);
     const unsubscribe = stats.subscribe((s) => res.write(`event: stats\nid: ${s.at}\ndata: ${JSON.stringify(s)}\n\n`));
     res.on('close', unsubscribe);
   });

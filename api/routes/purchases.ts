@@ -4,6 +4,7 @@
  * slot. Links without the sale id (`/api/purchases/:requestId`, from older builds) are still answered for decided
  * purchases, whose sale PostgreSQL knows.
  */
+import { openEventStream } from '../event-stream.ts';
 import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
@@ -154,13 +155,7 @@ async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, use
     throw err;
   }
   if (closed) return;
-  res.status(200).set({
-    'Content-Type': 'text/event-stream; charset=utf-8',
-    'Cache-Control': 'no-cache, no-transform',
-    Connection: 'keep-alive',
-    'X-Accel-Buffering': 'no',
-  });
-  res.flushHeaders();
+  openEventStream(res);
   open = true;
   unregister = d.streams.add(res, close);
   heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);

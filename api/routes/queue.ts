@@ -3,6 +3,7 @@
  * follow it (`GET …/queue/events`, SSE), and the operator's audit of the pre-queue shuffle
  * (`GET /api/admin/sales/:saleId/queue`).
  */
+import { openEventStream } from '../event-stream.ts';
 import { createHash } from 'node:crypto';
 import { Router } from 'express';
 import { queueKeys } from '../../core/waiting-room/scripts.ts';
@@ -47,13 +48,7 @@ export function queueRoutes(d: ApiDeps): Router {
     const room = await roomOf(d, saleId);
     const first = await advance(d, room, userId);
     if (!first.ticket) throw problems.notFound(`You have no ticket for sale ${saleId}: POST /api/sales/${saleId}/queue to join.`);
-    res.status(200).set({
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
-    res.flushHeaders();
+    openEventStream(res);
     let last = '';
     let remove: (() => void) | undefined;
     const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
