@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig } from '../core/config.ts';
 import { migrate } from '../prisma/migrate.ts';
-import { closedLoop, Cursor, Shoppers } from './load.ts';
+import { closedLoop } from './closed-loop.ts';
+import { Cursor, Shoppers } from './load.ts';
 import { BenchSystem } from './system.ts';
 
 const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
@@ -51,7 +52,7 @@ async function main(): Promise<number> {
   let ok = true;
   try {
     const shoppers = new Shoppers(secret, id);
-    const perRun = Math.ceil(8000 * durationS);
+    const perRun = Math.ceil(12_000 * durationS);
     await shoppers.ensure(perRun);
     const setup = {} as Record<'on' | 'off', { big: string; soldOut: string }>;
     for (const mode of ['off', 'on'] as const) {
@@ -68,9 +69,8 @@ async function main(): Promise<number> {
       for (const mode of (round % 2 ? ['on', 'off'] : ['off', 'on']) as ('on' | 'off')[]) {
         const sys = systems[mode];
         const cursor = cursors[mode];
-        const accept = await closedLoop({ url: sys.apiUrl, path: `/api/sales/${setup[mode].big}/purchases`, connections, durationS, token: () => cursor.take(), onAnswer: (s) => s === 202 });
-        const any = new Cursor(shoppers);
-        const sold = await closedLoop({ url: sys.apiUrl, path: `/api/sales/${setup[mode].soldOut}/purchases`, connections, durationS, token: () => any.take(), onAnswer: (s, b) => s === 409 && b.includes('/problems/sold-out') });
+        const accept = await closedLoop({ url: sys.apiUrl, path: `/api/sales/${setup[mode].big}/purchases`, connections, durationS, tokens: await cursor.takeMany(perRun), expect: 'accept' });
+        const sold = await closedLoop({ url: sys.apiUrl, path: `/api/sales/${setup[mode].soldOut}/purchases`, connections, durationS, tokens: await shoppers.slice(0, 10_000), wrap: true, expect: 'sold-out' });
         for (const [path, s] of [['accept (202)', accept], ['sold out (409)', sold]] as const) {
           const clean = s.unexpected === 0 && s.errors === 0;
           ok &&= clean;

@@ -1,24 +1,28 @@
 /**
- * Load generators and the shoppers who send the load.
+ * The shoppers who send the load, and the open-loop sender (closed loops are in closed-loop.ts).
  *
- * Closed loop (autocannon): each connection sends its next request as soon as the previous answer arrives, which
- * finds the highest rate a server sustains. Open loop (`openLoop`, undici): requests leave on a fixed schedule
- * whatever the server does, and latency counts from the scheduled departure, so a server that stalls shows up as
- * latency instead of quietly slowing the sender (coordinated omission). autocannon's `overallRate` is not used for
- * fixed rates because it does not hold one: it gives each connection a quota per second that the connection
- * spends in a burst at the start of each second (`_doRequest` in autocannon/lib/httpClient.js), so "50% of the
- * maximum" is the maximum for half of each second and idle for the other half; its latency correction also assumes
- * a 1 ms interval (`Math.ceil(1 / rate)` in lib/run.js).
+ * Open loop (`openLoop`, undici): requests leave on a fixed schedule whatever the server does, and latency counts
+ * from the scheduled departure, so a server that stalls shows up as latency instead of quietly slowing the sender
+ * (coordinated omission). Neither autocannon's `overallRate` nor wrk holds a fixed rate: autocannon gives each
+ * connection a quota per second that it spends in a burst at the start of each second (`_doRequest` in
+ * autocannon/lib/httpClient.js), and wrk has no rate at all (wrk2 has, but is not packaged).
  *
- * Latencies are kept per request at full resolution and for every answer (autocannon's histogram keeps whole
- * milliseconds and, by default, 2xx answers only), so a sold-out 409 is timed like a 202.
+ * Latencies are kept per request at full resolution and for every answer, so a sold-out 409 is timed like a 202.
  */
-import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import { mintToken } from '../api/auth.ts';
 
 /** Decides whether an answer is the one expected; may also record it (e.g. a requestId). */
 export type OnAnswer = (status: number, body: string) => boolean;
+
+/** Expects a 202 with a requestId, and pushes the requestId onto `ids`. */
+export function acceptInto(ids: string[]): OnAnswer {
+  return (status, body) => {
+    const id = status === 202 ? /"requestId":"([0-9a-f-]+)"/.exec(body)?.[1] : undefined;
+    if (id) ids.push(id);
+    return id !== undefined;
+  };
+}
 
 export interface Latency {
   p50: number;
@@ -76,6 +80,12 @@ export class Shoppers {
     if (t === undefined) throw new Error('no shoppers minted');
     return t;
   }
+
+  /** Shoppers `from` .. `from + n - 1`, minted first if need be. */
+  async slice(from: number, n: number): Promise<string[]> {
+    await this.ensure(from + n);
+    return this.tokens.slice(from, from + n);
+  }
 }
 
 /** Hands out shoppers in order, each once (one cursor per sale: a shopper may buy once in each sale). */
@@ -86,58 +96,16 @@ export class Cursor {
   take(): string {
     return this.shoppers.token(this.used++);
   }
+
+  /** The next `n` shoppers, minted first if need be. */
+  async takeMany(n: number): Promise<string[]> {
+    const tokens = await this.shoppers.slice(this.used, n);
+    this.used += n;
+    return tokens;
+  }
 }
 
 const JSON_POST = { 'content-type': 'application/json' };
-
-export interface ClosedLoopOptions {
-  url: string;
-  path: string;
-  connections: number;
-  /** Stop after this long, s... */
-  durationS?: number;
-  /** ...or after this many requests, whichever comes first; with no duration every request gets its answer. */
-  maxRequests?: number;
-  token: () => string;
-  onAnswer: OnAnswer;
-}
-
-/** Runs autocannon. @returns our statistics, plus autocannon's own latency percentiles (whole ms) as a cross-check. */
-export function closedLoop(o: ClosedLoopOptions): Promise<LoadStats & { autocannon: Omit<Latency, 'max'> }> {
-  const rec = new Recorder(o.onAnswer);
-  let sent = 0;
-  return new Promise((resolve, reject) => {
-    rec.start();
-    const connections = Math.max(1, Math.min(o.connections, o.maxRequests ?? Infinity));
-    const instance = autocannon(
-      {
-        url: o.url,
-        connections,
-        pipelining: 1,
-        timeout: 30,
-        ...(o.durationS ? { duration: o.durationS, ...(o.maxRequests ? { maxOverallRequests: o.maxRequests } : {}) } : { amount: o.maxRequests ?? 1 }),
-        requests: [
-          {
-            method: 'POST',
-            path: o.path,
-            body: '{}',
-            setupRequest: (req) => {
-              sent++;
-              return { ...req, headers: { ...JSON_POST, authorization: `Bearer ${o.token()}` } };
-            },
-            onResponse: (status, body) => rec.answer(status, body),
-          },
-        ],
-      },
-      (err, result) => {
-        if (err) return reject(err);
-        const { p50, p99, p99_9 } = result.latency;
-        resolve({ ...rec.stats(sent, result.errors), autocannon: { p50, p99, p99_9 } });
-      },
-    );
-    instance.on('response', (_client: unknown, _status: number, _bytes: number, ms: number) => rec.latency(ms));
-  });
-}
 
 export interface OpenLoopOptions {
   url: string;

@@ -16,7 +16,22 @@ import type { Config } from '../core/config.ts';
 import type { PurchaseState } from '../core/purchase-state.ts';
 import { purchaseKey, saleKeys } from '../core/redis/keys.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * The checkout whose API and worker are measured: this one, or BENCH_SYSTEM_ROOT (another checkout with its own
+ * node_modules, e.g. an older commit in a git worktree), so the same harness measures a before and an after.
+ */
+const ROOT = process.env.BENCH_SYSTEM_ROOT || fileURLToPath(new URL('..', import.meta.url));
+const HARNESS_ROOT = fileURLToPath(new URL('..', import.meta.url));
+/**
+ * Run the compiled JavaScript (`npm run build`, as the image does) unless BENCH_TSX=1 asks for the TypeScript
+ * sources under tsx (what `npm run api` runs).
+ */
+const COMPILED = process.env.BENCH_TSX !== '1';
+
+/** The command line of a process of the system: its compiled file under dist/, or its source under tsx. */
+function entry(source: string, root: string): string[] {
+  return COMPILED ? [`${root}/dist/${source.replace(/\.ts$/, '.js')}`] : ['--import', 'tsx', source];
+}
 /** Time a child gets to exit after SIGTERM before SIGKILL, ms (the API's own grace is 10 s). */
 const STOP_GRACE_MS = 20_000;
 const READY_TIMEOUT_MS = 60_000;
@@ -32,7 +47,7 @@ export interface SaleStats {
   decisions: Partial<Record<'succeeded' | 'sold_out' | 'rejected' | 'failed', number>>;
 }
 
-/** A `node --import tsx <script>` child with its output in a log file. */
+/** A node child (compiled or under tsx) with its output in a log file. */
 class Child {
   private readonly proc: ChildProcess;
   private readonly exited: Promise<void>;
@@ -41,14 +56,15 @@ class Child {
 
   constructor(
     readonly name: string,
-    script: string,
+    args: string[],
     env: NodeJS.ProcessEnv,
     readonly logPath: string,
+    cwd = ROOT,
   ) {
     const log = openSync(logPath, 'a');
     // BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the children (NODE_OPTIONS refuses it).
     const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    this.proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], { cwd: ROOT, env, stdio: ['ignore', log, log] });
+    this.proc = spawn(process.execPath, [...nodeArgs, ...args], { cwd, env, stdio: ['ignore', log, log] });
     closeSync(log);
     this.exited = new Promise((resolve) =>
       this.proc.once('exit', (code, signal) => {
@@ -56,6 +72,10 @@ class Child {
         resolve();
       }),
     );
+  }
+
+  get pid(): number | undefined {
+    return this.exit ? undefined : this.proc.pid;
   }
 
   /** Set when the child ended without being asked to. */
@@ -131,8 +151,9 @@ export class BenchSystem {
    */
   static async start(config: Config, env: NodeJS.ProcessEnv, logPrefix: string): Promise<BenchSystem> {
     const [apiPort, barePort] = [await freePort(), await freePort()];
-    const api = new Child('api', 'api/main.ts', { ...env, PORT: String(apiPort) }, `${logPrefix}-api.log`);
-    const bare = new Child('bare', 'bench/bare-server.ts', { ...env, PORT: String(barePort) }, `${logPrefix}-bare.log`);
+    const api = new Child('api', entry('api/main.ts', ROOT), { ...env, PORT: String(apiPort) }, `${logPrefix}-api.log`);
+    // The ceiling is Express's own JavaScript either way: tsx only transpiles the few lines of its file at start.
+    const bare = new Child('bare', ['--import', 'tsx', 'bench/bare-server.ts'], { ...env, PORT: String(barePort) }, `${logPrefix}-bare.log`, HARNESS_ROOT);
     const sys = new BenchSystem(config, env, logPrefix, api, bare, `http://127.0.0.1:${apiPort}`, `http://127.0.0.1:${barePort}`);
     try {
       await Promise.all([
@@ -152,7 +173,7 @@ export class BenchSystem {
    */
   async startApi(name: string, env: NodeJS.ProcessEnv): Promise<string> {
     const port = await freePort();
-    const child = new Child(name, 'api/main.ts', { ...this.env, ...env, PORT: String(port) }, `${this.logPrefix}-${name}.log`);
+    const child = new Child(name, entry('api/main.ts', ROOT), { ...this.env, ...env, PORT: String(port) }, `${this.logPrefix}-${name}.log`);
     this.extraApis.push(child);
     const url = `http://127.0.0.1:${port}`;
     await waitReady(child, `${url}/readyz`, (s) => s === 200);
@@ -161,7 +182,19 @@ export class BenchSystem {
 
   /** Starts one worker process; it starts consuming the backlog as soon as it has connected. */
   startWorker(): void {
-    this.worker = new Child('worker', 'worker/main.ts', this.env, `${this.logPrefix}-worker.log`);
+    if (this.worker && !this.worker.exit) throw new Error('a worker is running already');
+    this.worker = new Child('worker', entry('worker/main.ts', ROOT), this.env, `${this.logPrefix}-worker.log`);
+  }
+
+  /** Stops the worker (gracefully: it settles what it holds). */
+  async stopWorker(): Promise<void> {
+    await this.worker?.stop();
+  }
+
+  /** Pids for CPU measurements: the API, the ceiling and the worker (while each runs). */
+  get pids(): { api: () => number[]; bare: () => number[]; worker: () => number[] } {
+    const of = (c: Child | undefined) => () => (c?.pid ? [c.pid] : []);
+    return { api: of(this.api), bare: of(this.bare), worker: () => of(this.worker)() };
   }
 
   /** A message for each child that ended without being asked to. */
