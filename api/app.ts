@@ -20,8 +20,8 @@ import { saleRoutes } from './routes/sales.ts';
 import { sessionRoutes } from './routes/session.ts';
 import { securityHeaders } from './security-headers.ts';
 
-/** Request bodies above this size are refused with 413 before parsing. */
-const BODY_LIMIT = '16kb';
+/** Request bodies above this size are refused with 413 before parsing, bytes. */
+export const BODY_LIMIT_BYTES = 16 * 1024;
 const JSON_TYPES = ['application/json', 'application/*+json'];
 const WEB_DIR = fileURLToPath(new URL('../web/', import.meta.url));
 
@@ -35,7 +35,7 @@ export function createApp(d: ApiDeps): Express {
   app.use(requestLog(d.logger, d.config.REQUEST_LOG_SAMPLE));
   app.use(rateLimitsOf(d).ip);
   app.use(requireAuthorizationHeader);
-  app.use(express.json({ limit: BODY_LIMIT, type: JSON_TYPES }));
+  app.use(express.json({ limit: BODY_LIMIT_BYTES, type: JSON_TYPES }));
   app.use((req, _res, next) => {
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
     if (hasBody && req.method !== 'GET' && !req.is(JSON_TYPES)) {

@@ -2,7 +2,7 @@
  * The API process: reads config, connects PostgreSQL, Redis and RabbitMQ, listens, and shuts down gracefully
  * (stops accepting, lets in-flight requests finish, then closes connections).
  */
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { Broker } from '../core/amqp/broker.ts';
 import { topologyFor } from '../core/amqp/topology.ts';
 import { loadConfig, type Config } from '../core/config.ts';
@@ -10,7 +10,8 @@ import { createDb } from '../core/db/client.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { isMain, onShutdown, reportSchema } from '../core/process.ts';
 import { createRedis, createSubscriber } from '../core/redis/client.ts';
-import { createApp } from './app.ts';
+import { BODY_LIMIT_BYTES, createApp } from './app.ts';
+import { withSoldOutDoor } from './sold-out-door.ts';
 import type { ApiDeps } from './deps.ts';
 import { createApiMetrics } from './metrics.ts';
 import { OpenStreams } from './open-streams.ts';
@@ -73,9 +74,11 @@ export async function startApi(
     ...(metrics ? { metrics } : {}),
   };
   const app = createApp(deps);
-  const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(config.PORT, () => resolve(s));
-  });
+  const server = createServer(withSoldOutDoor(deps, app, BODY_LIMIT_BYTES));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(config.PORT, () => {
+    server.off('error', reject);
+    resolve();
+  }));
   // Deliberate timeouts: an idle keep-alive connection is closed after 65 s (longer than a proxy's usual 60 s, so the
   // proxy closes first and never reuses a connection we are closing); a client has 10 s to send its headers and
   // 30 s for the whole request (slow-loris). Event streams are responses, not requests: neither limit cuts them.

@@ -125,7 +125,7 @@ export function answering(handler: RequestHandler): RequestHandler {
 }
 
 /** The RFC 9457 body of a problem. */
-function problemBody(e: AppError, instance?: string): Record<string, unknown> {
+export function problemBody(e: AppError, instance?: string): Record<string, unknown> {
   return {
     type: `/problems/${e.slug}`,
     title: TITLES[e.slug],

@@ -45,11 +45,14 @@ export function saleKeys(prefix: string, saleId: string): SaleKeys {
 }
 
 /**
- * String key remembering an Idempotency-Key of one shopper for one sale. The shopper and the key are hashed
- * together with the shopper id's length in front, so no two different (shopper, key) pairs can share a Redis key
- * (`tenant` + `bob:K` and `tenant:bob` + `K` differ).
+ * String key remembering an Idempotency-Key of one shopper for one sale (`key` "" for a request without one). The
+ * shopper and the key are hashed together with the shopper id's length in front, so no two different (shopper, key)
+ * pairs can share a Redis key (`tenant` + `bob:K` and `tenant:bob` + `K` differ).
  */
 export function idempotencyKey(prefix: string, saleId: string, userId: string, key: string): string {
+  // No key (""): the scripts still need a key of the sale's slot in its place; this one is never written (no digest
+  // is "-"), and most purchases skip the hash.
+  if (key === '') return `${prefix}:sale:{${saleId}}:idem:-`;
   const digest = createHash('sha256').update(`${userId.length}:${userId}|${key}`).digest('base64url');
   return `${prefix}:sale:{${saleId}}:idem:${digest}`;
 }
