@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { userIdSchema } from '../core/messages.ts';
 import type { ProblemSlug } from './problem.ts';
 import { createSaleBody, dlqQuery, replayBody } from './routes/admin.ts';
+import { joinBody } from './queue-door.ts';
 import { idempotencyKeyHeader, purchaseBody } from './routes/purchases.ts';
 import { sessionBody } from './routes/session.ts';
 
@@ -37,6 +38,48 @@ const SaleView = z
     state: z.enum(['upcoming', 'live', 'sold_out', 'ended']),
   })
   .meta({ id: 'Sale' });
+
+const WaitingRoomView = z
+  .object({
+    opensAt: isoTime,
+    admissionsPerMinute: z.int(),
+    maxInside: z.int(),
+    sessionSeconds: z.int(),
+    order: z.enum(['fifo', 'random']),
+    proofOfWork: z
+      .object({
+        maxNumber: z.int().meta({ description: 'ALTCHA maxnumber: a joining browser tries maxNumber / 2 SHA-256 hashes on average' }),
+        challengeUrl: z.string(),
+      })
+      .nullable(),
+    queueUrl: z.string(),
+  })
+  .meta({ id: 'WaitingRoom' });
+
+const QueueTicket = z
+  .object({
+    saleId: uuid,
+    ticket: z.int(),
+    state: z.enum(['prequeue', 'waiting', 'admitted', 'done', 'sold_out', 'expired']),
+    position: z.int().nullable(),
+    ahead: z.int().nullable(),
+    estimatedWaitSeconds: z.int().nullable(),
+    queueUrl: z.string(),
+    admissionToken: z.string().optional().meta({ description: 'When admitted: send it as Admission-Token when buying' }),
+    sessionExpiresAt: isoTime.optional(),
+  })
+  .meta({ id: 'QueueTicket' });
+
+const DoorChallenge = z
+  .object({
+    algorithm: z.literal('SHA-256'),
+    challenge: z.string(),
+    maxnumber: z.int(),
+    salt: z.string(),
+    signature: z.string(),
+    expiresAt: isoTime,
+  })
+  .meta({ id: 'ProofOfWorkChallenge', description: 'An ALTCHA (v1) challenge: find number in 0..maxnumber with SHA-256(salt + number) = challenge' });
 
 const PurchaseView = z
   .object({
@@ -198,7 +241,7 @@ export function openApiDocument(serverUrl = '/'): ReturnType<OpenApiGeneratorV31
     tags: ['sales'],
     request: { params: saleParams },
     responses: {
-      200: { description: 'The sale', content: json(SaleView) },
+      200: { description: 'The sale', content: json(SaleView.extend({ waitingRoom: WaitingRoomView.nullable() })) },
       404: problem('No such sale', ['sale-not-found']),
       ...unavailable,
     },
@@ -230,6 +273,42 @@ export function openApiDocument(serverUrl = '/'): ReturnType<OpenApiGeneratorV31
     },
   });
   purchaseReads(registry, '/api/sales/{saleId}/purchases/{requestId}', purchaseParams, false);
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/sales/{saleId}/queue/challenge',
+    summary: 'A proof-of-work challenge for joining a waiting room that asks for one (bound to the sale and the shopper; expires in 5 minutes)',
+    tags: ['waiting room'],
+    security: shopperAuth,
+    request: { params: saleParams },
+    responses: {
+      200: { description: 'The challenge', content: json(DoorChallenge) },
+      ...unauthorized,
+      404: problem('No such sale, no waiting room, or no proof of work asked', ['sale-not-found', 'no-waiting-room', 'not-found']),
+      ...unavailable,
+    },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/api/sales/{saleId}/queue',
+    summary: 'Join the waiting room: a new ticket (201), or the shopper\'s ticket again (200, no proof of work needed)',
+    tags: ['waiting room'],
+    security: shopperAuth,
+    request: { params: saleParams, body: { content: json(joinBody), required: false } },
+    responses: {
+      201: { description: 'A new ticket', headers: { Location: str }, content: json(QueueTicket) },
+      200: { description: 'The ticket the shopper already holds', headers: { Location: str }, content: json(QueueTicket) },
+      ...badBody,
+      ...unauthorized,
+      403: problem(
+        'Proof of work missing, not ours, for another sale or shopper, expired, or already used: nothing changed; solve a new challenge (`challengeUrl`)',
+        ['proof-of-work-required', 'proof-of-work-invalid', 'proof-of-work-expired', 'proof-of-work-replayed'],
+      ),
+      404: problem('No such sale, or it has no waiting room', ['sale-not-found', 'no-waiting-room']),
+      409: problem('The queue is not open yet (`opensAt`), or closed', ['queue-not-open', 'sold-out', 'sale-not-active']),
+      ...unavailable,
+    },
+  });
   purchaseReads(registry, '/api/purchases/{requestId}', z.object({ requestId: z.string() }), true);
 
   registry.registerPath({

@@ -26,7 +26,11 @@ export type ProblemSlug =
   | 'rate-limited'
   | 'not-admitted'
   | 'queue-not-open'
-  | 'no-waiting-room';
+  | 'no-waiting-room'
+  | 'proof-of-work-required'
+  | 'proof-of-work-invalid'
+  | 'proof-of-work-expired'
+  | 'proof-of-work-replayed';
 
 const TITLES: Record<ProblemSlug, string> = {
   'validation-error': 'Your request is not valid',
@@ -46,6 +50,10 @@ const TITLES: Record<ProblemSlug, string> = {
   'not-admitted': 'Wait for your turn in the queue',
   'queue-not-open': 'The queue is not open yet',
   'no-waiting-room': 'This sale has no waiting room',
+  'proof-of-work-required': 'Solve a proof-of-work challenge to join',
+  'proof-of-work-invalid': 'The proof of work is not valid',
+  'proof-of-work-expired': 'The proof-of-work challenge expired',
+  'proof-of-work-replayed': 'The proof of work was already used',
 };
 
 /**

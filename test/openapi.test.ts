@@ -9,6 +9,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import type { Response } from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { solve } from './support/proof-of-work.ts';
 import { ADMIN_TOKEN, startSystem, type TestSystem } from './support/system.ts';
 
 type Doc = { paths: Record<string, Record<string, { responses: Record<string, any> }>> };
@@ -122,6 +123,27 @@ describe('OpenAPI document', () => {
     conforms('get', '/api/purchases/{requestId}', await http.get(`/api/purchases/${requestId}`).set(bearer));
     conforms('get', '/api/purchases/{requestId}', await http.get(`/api/purchases/${randomUUID()}`).set(bearer));
     conforms('get', '/api/purchases/{requestId}/events', await http.get(`/api/purchases/${requestId}/events`).set(bearer));
+
+    // waiting room: the door's challenge and joining
+    const room = { admissionsPerMinute: 600, maxInside: 10, proofOfWork: { maxNumber: 1000 } };
+    const door = (await http.post('/api/admin/sales').set(admin).send({ name: 'Door', stock: 1, waitingRoom: room })).body.id as string;
+    const later = new Date(Date.now() + 3600_000).toISOString();
+    const closedDoor = (await http.post('/api/admin/sales').set(admin).send({ name: 'Door later', stock: 1, startsAt: later, waitingRoom: { ...room, opensAt: later } })).body.id as string;
+    conforms('get', '/api/sales/{saleId}', await http.get(`/api/sales/${door}`));
+    const challenge = await http.get(`/api/sales/${door}/queue/challenge`).set(bearer);
+    conforms('get', '/api/sales/{saleId}/queue/challenge', challenge);
+    conforms('get', '/api/sales/{saleId}/queue/challenge', await http.get(`/api/sales/${saleId}/queue/challenge`).set(bearer)); // no waiting room
+    conforms('get', '/api/sales/{saleId}/queue/challenge', await http.get(`/api/sales/${door}/queue/challenge`));
+    const join = (id: string, body: object = {}, headers: Record<string, string> = bearer) => http.post(`/api/sales/${id}/queue`).set(headers).send(body);
+    conforms('post', '/api/sales/{saleId}/queue', await join(door)); // 403 proof-of-work-required
+    conforms('post', '/api/sales/{saleId}/queue', await join(door, { altcha: 5 })); // 400
+    const joined = await join(door, { altcha: await solve(challenge.body) });
+    expect(joined.status).toBe(201);
+    conforms('post', '/api/sales/{saleId}/queue', joined);
+    conforms('post', '/api/sales/{saleId}/queue', await join(door)); // 200, the same ticket
+    conforms('post', '/api/sales/{saleId}/queue', await join(closedDoor, { altcha: await solve((await http.get(`/api/sales/${closedDoor}/queue/challenge`).set(bearer)).body) })); // 409
+    conforms('post', '/api/sales/{saleId}/queue', await join(saleId)); // 404 no-waiting-room
+    conforms('post', '/api/sales/{saleId}/queue', await join(door, {}, {})); // 401
 
     // orders
     const orderId = final.orderId!;

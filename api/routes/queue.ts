@@ -1,7 +1,7 @@
 /**
- * Waiting-room routes: join (`POST /api/sales/:saleId/queue`), read one's ticket (`GET …/queue/me`, ETag) and
- * follow it (`GET …/queue/events`, SSE), and the operator's audit of the pre-queue shuffle
- * (`GET /api/admin/sales/:saleId/queue`).
+ * Waiting-room routes: the door's proof-of-work challenge (`GET /api/sales/:saleId/queue/challenge`), join
+ * (`POST /api/sales/:saleId/queue`), read one's ticket (`GET …/queue/me`, ETag) and follow it
+ * (`GET …/queue/events`, SSE), and the operator's audit of the pre-queue shuffle (`GET /api/admin/sales/:saleId/queue`).
  */
 import { openEventStream } from '../event-stream.ts';
 import { createHash } from 'node:crypto';
@@ -12,9 +12,10 @@ import { isFinalTicket } from '../../core/waiting-room/view.ts';
 import { requireAdmin, requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { answering, problems } from '../problem.ts';
-import { advance, answerOf, joinWaitingRoom, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
+import { issueChallenge, joinBody, joinThroughDoor } from '../queue-door.ts';
+import { advance, answerOf, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
 import { QueueStreams } from '../queue-streams.ts';
-import { uuidParam } from '../validate.ts';
+import { parse, uuidParam } from '../validate.ts';
 
 function saleIdOf(params: Record<string, unknown>): string {
   return uuidParam(params.saleId, problems.saleNotFound);
@@ -25,9 +26,16 @@ export function queueRoutes(d: ApiDeps): Router {
   const shopper = requireShopper(d.config.JWT_SECRET);
   const streams = new QueueStreams(d);
 
+  // Stateless and bounded like every route by the per-IP limit: see api/queue-door.ts for its cost.
+  r.get('/api/sales/:saleId/queue/challenge', shopper, answering(async (req, res) => {
+    const room = await roomOf(d, saleIdOf(req.params));
+    res.set('Cache-Control', 'no-store').json(await issueChallenge(d.config.JWT_SECRET, room, req.userId!));
+  }));
+
   r.post('/api/sales/:saleId/queue', shopper, answering(async (req, res) => {
-    const saleId = saleIdOf(req.params);
-    const { created, answer } = await joinWaitingRoom(d, saleId, req.userId!);
+    const room = await roomOf(d, saleIdOf(req.params));
+    const { altcha } = parse(joinBody, req.body ?? {}, 'body');
+    const { created, answer } = await joinThroughDoor(d, room, req.userId!, altcha);
     res.status(created ? 201 : 200).location(`${answer.queueUrl}/me`).set('Cache-Control', 'no-store').json(answer);
   }));
 

@@ -87,3 +87,12 @@ export function stockChannel(prefix: string): string {
 export function latencyDigestKey(prefix: string): string {
   return `${prefix}:{ops}:latency`;
 }
+
+/**
+ * String key marking one proof-of-work solution as spent at a sale's waiting-room door (see api/queue-door.ts), in
+ * the sale's slot. `challenge` is the challenge's SHA-256 in hex: unique per challenge, and only the server can
+ * sign one, so clients cannot choose what is stored.
+ */
+export function doorSolutionKey(prefix: string, saleId: string, challenge: string): string {
+  return `${prefix}:sale:{${saleId}}:queue:door:${challenge}`;
+}

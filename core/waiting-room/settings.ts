@@ -20,6 +20,12 @@ export const waitingRoomInput = z.strictObject({
   /** Time an admitted shopper has to buy, s. */
   sessionSeconds: z.int().min(10).max(86_400).default(300),
   order: z.enum(['fifo', 'random']).default('fifo'),
+  /**
+   * Proof of work to join (ALTCHA, see api/queue-door.ts): each challenge hides a number in 1..maxNumber that the
+   * shopper's browser finds by trying SHA-256 hashes, maxNumber / 2 of them on average (maxNumber at worst).
+   * Absent: joining needs none.
+   */
+  proofOfWork: z.strictObject({ maxNumber: z.int().min(1).max(10_000_000) }).optional(),
 });
 export type WaitingRoomInput = z.output<typeof waitingRoomInput>;
 
@@ -31,6 +37,8 @@ export interface WaitingRoom {
   sessionSeconds: number;
   order: 'fifo' | 'random';
   shuffleSeed: number;
+  /** ALTCHA's maxnumber of the door's challenges (see waitingRoomInput), null: no proof of work. */
+  powMaxNumber: number | null;
 }
 
 /** The Prisma nested create of a sale's waiting room (a fresh shuffle seed in 1..2^31-2). */
@@ -43,6 +51,7 @@ export function waitingRoomCreate(w: WaitingRoomInput, startsAt: Date) {
       sessionSeconds: w.sessionSeconds,
       order: w.order,
       shuffleSeed: randomInt(1, 2147483646),
+      powMaxNumber: w.proofOfWork?.maxNumber ?? null,
     },
   };
 }
@@ -90,6 +99,7 @@ export function waitingRoomView(w: WaitingRoom | null) {
     maxInside: w.maxInside,
     sessionSeconds: w.sessionSeconds,
     order: w.order,
+    proofOfWork: w.powMaxNumber ? { maxNumber: w.powMaxNumber, challengeUrl: `/api/sales/${w.saleId}/queue/challenge` } : null,
   };
 }
 
