@@ -1,12 +1,15 @@
 /**
  * The demo page in a real browser (Debian's Chromium through playwright-core) against the real API and worker:
- * sign in, buy, and see the outcome arrive. Waits on the DOM only (no sleeps), so it holds on a slow machine.
- * Set WEB_SCREENSHOT=/path.png to keep a picture of the page after the successful purchase.
+ * sign in, buy, and see the outcome arrive; on a sale with a waiting room, join through its proof of work, follow
+ * the line and buy once admitted. Waits on the DOM only (no sleeps), so it holds on a slow machine.
+ * Set WEB_SCREENSHOT=/path.png to keep a picture of the page after the successful purchase, WEB_QUEUE_SCREENSHOT
+ * one of the waiting room's line.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { solve } from './support/proof-of-work.ts';
 import { startSystem, type TestSystem } from './support/system.ts';
 
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -69,6 +72,28 @@ async function signIn(page: Page, userId: string): Promise<void> {
 
 const freshUser = () => `web-${randomUUID()}`;
 
+/** A shopper driven through the API: joins `saleId`'s waiting room (through its proof of work when it asks). */
+async function apiShopper(saleId: string) {
+  const headers = { Authorization: `Bearer ${await sys!.token(freshUser())}` };
+  const challenge = await sys!.http.get(`/api/sales/${saleId}/queue/challenge`).set(headers);
+  const body = challenge.status === 200 ? { altcha: await solve(challenge.body) } : {};
+  const joined = await sys!.http.post(`/api/sales/${saleId}/queue`).set(headers).send(body);
+  expect(joined.status).toBe(201);
+  return {
+    /** Polls the ticket until admitted, buys with the admission token, and waits for the decision. */
+    async admitAndBuy() {
+      let ticket = joined.body;
+      while (ticket.state !== 'admitted') {
+        await new Promise((r) => setTimeout(r, 50));
+        ticket = (await sys!.http.get(`/api/sales/${saleId}/queue/me`).set(headers)).body;
+      }
+      const bought = await sys!.http.post(`/api/sales/${saleId}/purchases`).set(headers).set('Admission-Token', ticket.admissionToken).send({});
+      expect(bought.status).toBe(202);
+      expect((await sys!.waitForFinal(saleId, bought.body.requestId)).status).toBe('succeeded');
+    },
+  };
+}
+
 describe.skipIf(!hasBrowser && process.env.CI !== 'true')('demo page', () => {
   it('signs in, buys, and shows the purchase succeeded', async () => {
     const name = `Web demo ${randomUUID().slice(0, 8)}`;
@@ -91,6 +116,81 @@ describe.skipIf(!hasBrowser && process.env.CI !== 'true')('demo page', () => {
       const stats = await sys!.stats(saleId);
       expect(stats.remaining).toBe(4);
       expect(stats.ordersInDatabase).toBe(1);
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('on a sale with a waiting room, joins through the proof of work, shows the line moving, and buys once admitted', async () => {
+    const name = `Web queue ${randomUUID().slice(0, 8)}`;
+    // One inside at a time: the line moves only when the shopper inside has bought, so every step can be seen.
+    const saleId = await sys!.createSale({
+      name,
+      stock: 5,
+      waitingRoom: { admissionsPerMinute: 6000, maxInside: 1, sessionSeconds: 600, proofOfWork: { maxNumber: 5000 } },
+    });
+    const first = await apiShopper(saleId);
+    const second = await apiShopper(saleId);
+    const { page, errors, close } = await openSale(saleId);
+    try {
+      await page.waitForSelector(`[data-testid=sale-name]:has-text(${JSON.stringify(name)})`);
+      await signIn(page, freshUser());
+      expect(await page.isVisible('[data-testid=buy]')).toBe(false);
+      // The sale takes no ticket without a valid solution: a ticket means the page's worker solved the challenge.
+      await page.click('[data-testid=queue-join]');
+      // The first shopper is inside, the second waits: one ahead.
+      await page.waitForSelector('[data-testid=queue-state][data-state=waiting]');
+      await page.waitForSelector('[data-testid=queue-ahead]:text-is("1")');
+      expect(await page.textContent('[data-testid=queue-position]')).toBe('2');
+      expect(await page.textContent('[data-testid=queue-wait]')).toMatch(/^about \d+ s$/);
+      expect(await page.getAttribute('[data-testid=queue-progress]', 'aria-valuenow')).toBe('0');
+      expect(await page.isVisible('[data-testid=buy]')).toBe(false);
+      if (process.env.WEB_QUEUE_SCREENSHOT) await page.screenshot({ path: process.env.WEB_QUEUE_SCREENSHOT, fullPage: true });
+
+      await first.admitAndBuy();
+      await page.waitForSelector('[data-testid=queue-ahead]:text-is("0")');
+      expect(await page.getAttribute('[data-testid=queue-progress]', 'aria-valuenow')).toBe('50');
+      expect(await page.isVisible('[data-testid=buy]')).toBe(false);
+
+      await second.admitAndBuy();
+      await page.waitForSelector('[data-testid=queue-state][data-state=admitted]');
+      expect(await page.getAttribute('[data-testid=queue-progress]', 'aria-valuenow')).toBe('100');
+      await page.click('[data-testid=buy]');
+      await page.waitForSelector('[data-testid=purchase-status]:has-text("succeeded")');
+      await page.waitForSelector('[data-testid=queue-state][data-state=done]');
+
+      expect(await page.isVisible('[data-testid=problem]')).toBe(false);
+      const stats = await sys!.stats(saleId);
+      expect(stats.remaining).toBe(2);
+      expect(stats.ordersInDatabase).toBe(3);
+      expect(errors).toEqual([]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('on a waiting room whose event stream fails, follows the ticket by polling and buys once admitted', async () => {
+    const name = `Web queue polled ${randomUUID().slice(0, 8)}`;
+    const saleId = await sys!.createSale({ name, stock: 5, waitingRoom: { admissionsPerMinute: 6000, maxInside: 1, sessionSeconds: 600 } });
+    const first = await apiShopper(saleId);
+    const { page, errors, close } = await openSale(saleId);
+    try {
+      let streamsRefused = 0;
+      await page.route('**/queue/events', (route) => {
+        streamsRefused += 1;
+        return route.abort();
+      });
+      await page.waitForSelector(`[data-testid=sale-name]:has-text(${JSON.stringify(name)})`);
+      await signIn(page, freshUser());
+      await page.click('[data-testid=queue-join]');
+      await page.waitForSelector('[data-testid=queue-ahead]:text-is("0")');
+      await first.admitAndBuy();
+      await page.waitForSelector('[data-testid=queue-state][data-state=admitted]');
+      expect(streamsRefused).toBeGreaterThanOrEqual(3);
+      await page.click('[data-testid=buy]');
+      await page.waitForSelector('[data-testid=purchase-status]:has-text("succeeded")');
+      expect((await sys!.stats(saleId)).ordersInDatabase).toBe(2);
       expect(errors).toEqual([]);
     } finally {
       await close();

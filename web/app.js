@@ -1,6 +1,8 @@
 /**
  * Flash-sale demo page logic: demo login (session cookie), one sale with live stock, and a purchase followed to
- * its final status over Server-Sent Events, falling back to ETag polling when the stream keeps failing.
+ * its final status over Server-Sent Events, falling back to ETag polling when the stream keeps failing. A sale with
+ * a waiting room is joined first (its proof of work solved in pow-worker.js), the ticket followed the same way, and
+ * the Buy button shown once the shopper is admitted, its purchase carrying the Admission-Token.
  * Plain browser ES module: no build step, no framework, no external resources.
  */
 
@@ -19,6 +21,9 @@ const PAY_TICK_MS = 15_000;
 
 const STATE_LABELS = { upcoming: 'Upcoming', live: 'Live', sold_out: 'Sold out', ended: 'Ended' };
 const STATUS_LABELS = { queued: 'queued', succeeded: 'succeeded', sold_out: 'sold out', rejected: 'rejected', failed: 'failed' };
+const TICKET_LABELS = { prequeue: 'pre-queue', waiting: 'waiting', admitted: 'your turn', done: 'done', sold_out: 'sold out', expired: 'expired' };
+/** Ticket states after which the page stops following the ticket (the server closes its stream too). */
+const TICKET_SETTLED = new Set(['admitted', 'done', 'expired']);
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const ui = {
@@ -54,6 +59,18 @@ const ui = {
   purchaseDetail: $('purchase-detail'),
   pay: /** @type {HTMLButtonElement} */ ($('pay')),
   payResult: $('pay-result'),
+  queue: $('queue'),
+  queueIntro: $('queue-intro'),
+  queueJoin: /** @type {HTMLButtonElement} */ ($('queue-join')),
+  queueFigures: $('queue-figures'),
+  queueTicket: $('queue-ticket'),
+  queueState: $('queue-state'),
+  queueMessage: $('queue-message'),
+  queuePosition: $('queue-position'),
+  queueAhead: $('queue-ahead'),
+  queueWait: $('queue-wait'),
+  queueMeter: $('queue-meter'),
+  queueMeterFill: $('queue-meter-fill'),
   problem: $('problem'),
   problemTitle: $('problem-title'),
   problemDetail: $('problem-detail'),
@@ -76,8 +93,18 @@ const page = {
    * cannot buy twice. @type {{ key: string, saleId: string, quantity: number } | null}
    */
   pendingClick: null,
-  /** @type {PurchaseWatch | null} */
+  /** @type {StreamWatch | null} */
   watch: null,
+  /**
+   * The shopper's ticket in the shown sale's waiting room: its latest view, the admission token once admitted,
+   * the most people ever seen ahead (the progress bar's start) and the stream following it.
+   * @type {{ saleId: string, view: any, admissionToken: string | null, mostAhead: number, watch: StreamWatch | null } | null}
+   */
+  queue: null,
+  /** `saleId|userId` whose ticket was looked up, so a reload resumes an existing ticket once. */
+  queueLookedUp: '',
+  /** The join in progress: its proof-of-work worker, if solving. @type {{ worker: Worker | null } | null} */
+  joining: null,
   /** @type {string | null} */
   orderId: null,
   payTimer: 0,
@@ -162,10 +189,10 @@ function newIdempotencyKey() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-async function getJson(url) {
+async function getJson(url, headers = {}) {
   let res;
   try {
-    res = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    res = await fetch(url, { headers: { Accept: 'application/json', ...headers }, cache: 'no-store' });
   } catch {
     throw new NetworkFailure('The server could not be reached.');
   }
@@ -260,6 +287,7 @@ async function signIn(event) {
     const body = await res.json();
     clearProblem();
     resetPurchase();
+    resetQueue();
     // The cookie serves EventSource and reads; purchases and payments carry the token in Authorization, which a
     // cross-site form cannot send (CSRF).
     setUser({ userId: body.userId, expiresAt: body.expiresAt, token: body.token });
@@ -280,6 +308,7 @@ function showLoginError(message) {
 /** Forgets the name locally; the cookie stays until the next sign-in replaces it or it expires. */
 function signOut() {
   resetPurchase();
+  resetQueue();
   clearProblem();
   setUser(null);
   ui.loginName.value = '';
@@ -299,10 +328,12 @@ async function loadSales() {
     page.sales = sales;
     const wanted = wantedSaleId();
     let sale = wanted ? sales.find((s) => s.id === wanted) : sales[0];
-    // The list holds only the newest sales; a linked older one is fetched on its own.
-    if (wanted && !sale) {
-      sale = await getJson(`/api/sales/${encodeURIComponent(wanted)}`);
-      page.sales = [sale, ...sales];
+    // The list holds only the newest sales; a linked older one is fetched on its own. The list does not say
+    // whether a sale has a waiting room: the shown one is always read on its own.
+    if (wanted || sale) {
+      const listed = Boolean(sale);
+      sale = await getJson(`/api/sales/${encodeURIComponent(wanted ?? sale.id)}`);
+      page.sales = listed ? sales.map((s) => (s.id === sale.id ? sale : s)) : [sale, ...sales];
     }
     renderPicker();
     selectSale(sale ?? null);
@@ -340,6 +371,7 @@ function renderPicker() {
 function selectSale(sale) {
   if (page.sale?.id !== sale?.id) {
     resetPurchase();
+    resetQueue();
     clearProblem();
   }
   page.sale = sale;
@@ -360,6 +392,11 @@ function onPick() {
 
 function formatTime(iso) {
   return new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));
+}
+
+/** The time of day of an instant, e.g. 14:05. */
+function formatClock(iso) {
+  return new Intl.DateTimeFormat(undefined, { timeStyle: 'short' }).format(new Date(iso));
 }
 
 function renderSale() {
@@ -396,6 +433,7 @@ function renderSale() {
   ui.quantityField.hidden = s.perUserLimit <= 1;
   ui.quantity.max = String(s.perUserLimit);
   renderBuy();
+  renderQueue();
 }
 
 /**
@@ -406,7 +444,9 @@ function renderBuy() {
   const s = page.sale;
   ui.buy.disabled = !page.user || !s || page.busy;
   ui.buy.textContent = page.pendingClick && !page.busy ? 'Retry purchase' : 'Buy now';
+  const admitted = ticketOf(s)?.view.state === 'admitted' ? ticketOf(s) : null;
   if (!page.user) ui.buyHint.textContent = 'Sign in to buy.';
+  else if (admitted?.view.sessionExpiresAt) ui.buyHint.textContent = `Your turn! Buy before ${formatClock(admitted.view.sessionExpiresAt)}.`;
   else if (s?.state === 'upcoming') ui.buyHint.textContent = 'The sale has not started yet.';
   else if (s?.state === 'sold_out') ui.buyHint.textContent = 'Everything is reserved right now; units may come back.';
   else if (s?.state === 'ended') ui.buyHint.textContent = 'The sale has ended.';
@@ -437,6 +477,216 @@ async function refreshSale() {
     page.refreshing = false;
     scheduleRefresh();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Waiting room
+
+/** The shopper's ticket in `sale`'s waiting room, when the page holds one. */
+function ticketOf(sale) {
+  return sale && page.queue?.saleId === sale.id && page.queue.view ? page.queue : null;
+}
+
+/** The Admission-Token header of a purchase in `saleId`, once admitted there (the server judges it). */
+function admissionOf(saleId) {
+  const q = page.queue;
+  return q?.saleId === saleId && q.admissionToken ? { 'Admission-Token': q.admissionToken } : {};
+}
+
+/** Forgets the ticket shown (another sale, another shopper): its stream and any proof of work in progress. */
+function resetQueue() {
+  page.queue?.watch?.stop();
+  page.queue = null;
+  page.queueLookedUp = '';
+  page.joining?.worker?.terminate();
+  page.joining = null;
+}
+
+/**
+ * Shows a waiting room's part of the sale: the Join button, then the ticket (state, position, people ahead,
+ * estimated wait, progress); the Buy button only once admitted. A sale without a waiting room shows none of it.
+ */
+function renderQueue() {
+  const s = page.sale;
+  const room = s?.waitingRoom ?? null;
+  ui.queue.hidden = !room;
+  const q = ticketOf(s);
+  ui.buyForm.hidden = Boolean(room) && q?.view.state !== 'admitted';
+  if (!room) return;
+  if (page.user && !q && page.queueLookedUp !== `${s.id}|${page.user.userId}`) lookUpTicket(false);
+  ui.queueIntro.hidden = Boolean(q);
+  ui.queueJoin.hidden = Boolean(q);
+  ui.queueJoin.disabled = !page.user || Boolean(page.joining);
+  if (!page.joining) ui.queueJoin.textContent = page.user ? 'Join the queue' : 'Sign in to join the queue';
+  ui.queueTicket.hidden = !q;
+  if (!q) return;
+  const v = q.view;
+  ui.queueState.textContent = TICKET_LABELS[v.state] ?? v.state;
+  ui.queueState.dataset.state = v.state;
+  ui.queueState.className = `badge badge-ticket-${v.state}`;
+  ui.queueMessage.textContent = ticketMessage(v);
+  ui.queueFigures.hidden = TICKET_SETTLED.has(v.state);
+  ui.queuePosition.textContent = v.position ?? '–';
+  ui.queueAhead.textContent = v.ahead ?? '–';
+  ui.queueWait.textContent = formatWait(v.estimatedWaitSeconds);
+  // From the most people ever seen ahead to none; admitted is the end of the line.
+  const share = v.state === 'admitted' || v.state === 'done' ? 1 : typeof v.ahead === 'number' ? (q.mostAhead - v.ahead) / (q.mostAhead + 1) : 0;
+  const percent = Math.round(Math.max(0, Math.min(1, share)) * 100);
+  ui.queueMeter.setAttribute('aria-valuenow', String(percent));
+  ui.queueMeter.setAttribute('aria-valuetext', v.ahead === null ? ui.queueMessage.textContent : `${v.ahead} ahead of you`);
+  ui.queueMeterFill.style.width = `${percent}%`;
+}
+
+function ticketMessage(v) {
+  switch (v.state) {
+    case 'prequeue':
+      return 'You are in the pre-queue: the order is drawn when the sale starts.';
+    case 'waiting':
+      return v.ahead === 0 ? 'You are next.' : 'You are in line; keep this page open.';
+    case 'admitted':
+      return 'It is your turn: buy now.';
+    case 'done':
+      return 'Your purchase was decided.';
+    case 'sold_out':
+      return 'Sold out for now: the line is closed, and you keep your place if units come back.';
+    case 'expired':
+      return 'Your turn passed: you were away, or the time to buy ran out.';
+    default:
+      return '';
+  }
+}
+
+/** Seconds as the shopper reads them. */
+function formatWait(seconds) {
+  if (typeof seconds !== 'number') return '–';
+  if (seconds <= 0) return 'any moment';
+  if (seconds < 90) return `about ${seconds} s`;
+  return `about ${Math.round(seconds / 60)} min`;
+}
+
+/**
+ * Reads the shopper's ticket once (`GET …/queue/me`): after a reload it resumes the ticket they hold; after a
+ * purchase or a refused one it shows where the ticket went. A 404 means no ticket: the Join button stays.
+ */
+async function lookUpTicket(force) {
+  const sale = page.sale;
+  if (!sale?.waitingRoom || !page.user) return;
+  const looking = `${sale.id}|${page.user.userId}`;
+  if (!force && page.queueLookedUp === looking) return;
+  page.queueLookedUp = looking;
+  try {
+    onTicket(sale.id, await getJson(`/api/sales/${encodeURIComponent(sale.id)}/queue/me`, authorization()));
+  } catch {
+    // No ticket yet (404), or a transient failure: joining reports its own problem.
+  }
+}
+
+async function onJoin() {
+  const sale = page.sale;
+  if (!sale?.waitingRoom || !page.user || page.joining) return;
+  const joining = { worker: null };
+  page.joining = joining;
+  clearProblem();
+  renderQueue();
+  const stale = () => page.joining !== joining;
+  const say = (text) => {
+    if (!stale()) ui.queueJoin.textContent = text;
+  };
+  try {
+    const body = {};
+    const pow = sale.waitingRoom.proofOfWork;
+    if (pow) {
+      say('Getting a challenge…');
+      const challenge = await getJson(pow.challengeUrl, authorization());
+      if (stale()) return;
+      say('Checking your browser…');
+      body.altcha = await solveProofOfWork(challenge, joining, (share) => say(`Checking your browser… ${Math.round(share * 100)} %`));
+    }
+    if (stale()) return;
+    say('Joining…');
+    let res;
+    try {
+      res = await fetch(`/api/sales/${encodeURIComponent(sale.id)}/queue`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json', ...authorization() },
+        body: JSON.stringify(body),
+      });
+    } catch {
+      throw new NetworkFailure('Joining the queue failed: check your connection and try again.');
+    }
+    if (!res.ok) throw await problemOf(res);
+    const ticket = await res.json();
+    if (stale()) return;
+    page.joining = null;
+    onTicket(sale.id, ticket);
+  } catch (err) {
+    if (stale()) return;
+    page.joining = null;
+    showProblem(err instanceof NetworkFailure ? new Problem({ title: 'Connection problem', detail: err.message }) : err);
+    if (err instanceof Problem && err.slug === 'unauthorized') setUser(null);
+  } finally {
+    if (!stale()) page.joining = null;
+    renderQueue();
+  }
+}
+
+/**
+ * Solves an ALTCHA challenge in a Web Worker of our own origin (pow-worker.js), so the page stays responsive.
+ * @returns the `altcha` member of the join: base64 of the payload ALTCHA's widget would send.
+ */
+function solveProofOfWork(challenge, joining, onProgress) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('pow-worker.js', import.meta.url));
+    joining.worker = worker;
+    const fail = (detail) => reject(new Problem({ title: 'The browser check failed', detail }));
+    worker.addEventListener('message', (e) => {
+      if (typeof e.data.progress === 'number') return onProgress(e.data.progress);
+      worker.terminate();
+      joining.worker = null;
+      if (typeof e.data.number !== 'number') return fail(e.data.error ?? 'No solution was found.');
+      const { algorithm, challenge: hash, salt, signature } = challenge;
+      resolve(btoa(JSON.stringify({ algorithm, challenge: hash, number: e.data.number, salt, signature })));
+    });
+    worker.addEventListener('error', (e) => {
+      worker.terminate();
+      joining.worker = null;
+      fail(e.message || 'The worker stopped.');
+    });
+    worker.postMessage({ challenge: challenge.challenge, salt: challenge.salt, maxnumber: challenge.maxnumber });
+  });
+}
+
+/** Shows a ticket's view (from the join, the stream or a poll) and follows it until it settles. */
+function onTicket(saleId, view) {
+  if (page.sale?.id !== saleId) return;
+  if (page.queue?.saleId !== saleId) {
+    page.queue?.watch?.stop();
+    page.queue = { saleId, view, admissionToken: null, mostAhead: 0, watch: null };
+  }
+  const q = page.queue;
+  q.view = view;
+  q.admissionToken = view.admissionToken ?? null;
+  if (typeof view.ahead === 'number') q.mostAhead = Math.max(q.mostAhead, view.ahead);
+  if (TICKET_SETTLED.has(view.state)) {
+    q.watch?.stop();
+    q.watch = null;
+  } else if (!q.watch) {
+    q.watch = new StreamWatch({
+      statusUrl: `${view.queueUrl}/me`,
+      eventsUrl: `${view.queueUrl}/events`,
+      event: 'queue',
+      isFinal: (v) => TICKET_SETTLED.has(v.state),
+      onUpdate: (v) => onTicket(saleId, v),
+      onProblem: (p) => {
+        if (page.queue === q) q.watch = null;
+        showProblem(p);
+      },
+    });
+    q.watch.start();
+  }
+  page.queueLookedUp = `${saleId}|${page.user?.userId ?? ''}`;
+  renderQueue();
+  renderBuy();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -491,7 +741,13 @@ async function submitPurchase(click, generation) {
     try {
       res = await fetch(url, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'Idempotency-Key': click.key, ...authorization() },
+        headers: {
+          'Content-Type': 'application/json',
+          Accept: 'application/json',
+          'Idempotency-Key': click.key,
+          ...authorization(),
+          ...admissionOf(click.saleId),
+        },
         body,
       });
     } catch {
@@ -535,6 +791,10 @@ function onPurchaseProblem(err) {
     case 'sale-not-active':
       refreshSale();
       break;
+    case 'not-admitted':
+      // The session in the waiting room ended (or never began): show where the ticket stands.
+      lookUpTicket(true);
+      break;
     default:
       break;
   }
@@ -546,7 +806,14 @@ function follow(requestId, accepted) {
   showStatus('queued', 'You are in line. Hold on…');
   const statusUrl = accepted?.statusUrl ?? `/api/purchases/${encodeURIComponent(requestId)}`;
   const eventsUrl = accepted?.eventsUrl ?? `${statusUrl}/events`;
-  page.watch = new PurchaseWatch({ statusUrl, eventsUrl, onStatus: onPurchaseStatus, onProblem: onWatchProblem });
+  page.watch = new StreamWatch({
+    statusUrl,
+    eventsUrl,
+    event: 'status',
+    isFinal: (s) => s.status !== 'queued',
+    onUpdate: onPurchaseStatus,
+    onProblem: onWatchProblem,
+  });
   page.watch.start();
 }
 
@@ -585,11 +852,12 @@ function onPurchaseStatus(s) {
     default:
       showStatus(String(s.status), 'Unknown status.');
   }
-  // Final: the shopper may act again, and the stock has moved.
+  // Final: the shopper may act again, and the stock has moved; in a waiting room, the ticket is done.
   page.busy = false;
   page.watch = null;
   renderBuy();
   refreshSale();
+  if (page.queue) lookUpTicket(true);
 }
 
 function showStatus(status, message) {
@@ -646,8 +914,7 @@ function showPayWindow(expiresAt) {
     return;
   }
   const minutes = Math.ceil(ms / 60_000);
-  const by = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' }).format(new Date(expiresAt));
-  ui.purchaseMessage.textContent = `Reserved! Pay within ${minutes} minute${minutes === 1 ? '' : 's'} (by ${by}).`;
+  ui.purchaseMessage.textContent = `Reserved! Pay within ${minutes} minute${minutes === 1 ? '' : 's'} (by ${formatClock(expiresAt)}).`;
 }
 
 /** Reads the order behind a success; without it the generic "pay soon" text and the Pay button stay. */
@@ -690,14 +957,15 @@ async function onPay() {
 }
 
 /**
- * Follows one purchase request: Server-Sent Events first (the session cookie authenticates them), closed by the
- * page once a final status arrives so EventSource does not reconnect to a stream the server has finished. A
- * failed stream is reopened with backoff from the last event id; after SSE_MAX_FAILURES failures in a row, or
- * without EventSource, the status is polled with If-None-Match instead.
+ * Follows one purchase request or waiting-room ticket: Server-Sent Events first (the session cookie authenticates
+ * them), closed by the page once a final state arrives so EventSource does not reconnect to a stream the server
+ * has finished. A failed stream is reopened with backoff from the last event id; after SSE_MAX_FAILURES failures in
+ * a row, or without EventSource, the state is polled with If-None-Match instead.
  */
-class PurchaseWatch {
+class StreamWatch {
   /**
-   * @param {{ statusUrl: string, eventsUrl: string, onStatus: (s: any) => void, onProblem: (p: unknown) => void }} o
+   * @param {{ statusUrl: string, eventsUrl: string, event: string, isFinal: (s: any) => boolean,
+   *   onUpdate: (s: any) => void, onProblem: (p: unknown) => void }} o
    */
   constructor(o) {
     this.o = o;
@@ -730,7 +998,7 @@ class PurchaseWatch {
     if (this.lastEventId) url.searchParams.set('lastEventId', this.lastEventId);
     const source = new EventSource(url);
     this.source = source;
-    source.addEventListener('status', (e) => {
+    source.addEventListener(this.o.event, (e) => {
       if (this.stopped) return;
       if (e.lastEventId) this.lastEventId = e.lastEventId;
       this.failures = 0;
@@ -740,8 +1008,8 @@ class PurchaseWatch {
       } catch {
         return;
       }
-      if (s.status !== 'queued') this.stop();
-      this.o.onStatus(s);
+      if (this.o.isFinal(s)) this.stop();
+      this.o.onUpdate(s);
     });
     source.addEventListener('error', () => {
       // Either the connection dropped or it was refused (401/404 answers end EventSource for good): both are
@@ -771,8 +1039,8 @@ class PurchaseWatch {
           etag = res.headers.get('ETag') ?? '';
           const s = await res.json();
           errors = 0;
-          if (s.status !== 'queued') this.stop();
-          this.o.onStatus(s);
+          if (this.o.isFinal(s)) this.stop();
+          this.o.onUpdate(s);
         } else if (res.status === 304) {
           errors = 0;
         } else {
@@ -804,6 +1072,7 @@ ui.loginForm.addEventListener('submit', signIn);
 ui.signOut.addEventListener('click', signOut);
 ui.buyForm.addEventListener('submit', onBuy);
 ui.pay.addEventListener('click', onPay);
+ui.queueJoin.addEventListener('click', onJoin);
 ui.picker.addEventListener('change', onPick);
 ui.loginName.addEventListener('input', () => showLoginError(''));
 document.addEventListener('visibilitychange', () => {
