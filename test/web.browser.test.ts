@@ -72,6 +72,22 @@ async function signIn(page: Page, userId: string): Promise<void> {
 
 const freshUser = () => `web-${randomUUID()}`;
 
+/** Waits for the page to show the shopper admitted, buys, and waits for the success. */
+async function buyOnceAdmitted(page: Page): Promise<void> {
+  await page.waitForSelector('[data-testid=queue-state][data-state=admitted]');
+  await page.click('[data-testid=buy]');
+  await page.waitForSelector('[data-testid=purchase-status]:has-text("succeeded")');
+}
+
+/** The page shows no problem and threw nothing, and the sale holds what it should. */
+async function expectSettled(page: Page, errors: Error[], saleId: string, want: { remaining: number; orders: number }): Promise<void> {
+  expect(await page.isVisible('[data-testid=problem]')).toBe(false);
+  const stats = await sys!.stats(saleId);
+  expect(stats.remaining).toBe(want.remaining);
+  expect(stats.ordersInDatabase).toBe(want.orders);
+  expect(errors).toEqual([]);
+}
+
 /** A shopper driven through the API: joins `saleId`'s waiting room (through its proof of work when it asks). */
 async function apiShopper(saleId: string) {
   const headers = { Authorization: `Bearer ${await sys!.token(freshUser())}` };
@@ -112,11 +128,7 @@ describe.skipIf(!hasBrowser && process.env.CI !== 'true')('demo page', () => {
       await page.waitForSelector('[data-testid=sale-remaining]:text-is("4")');
       if (process.env.WEB_SCREENSHOT) await page.screenshot({ path: process.env.WEB_SCREENSHOT, fullPage: true });
 
-      expect(await page.isVisible('[data-testid=problem]')).toBe(false);
-      const stats = await sys!.stats(saleId);
-      expect(stats.remaining).toBe(4);
-      expect(stats.ordersInDatabase).toBe(1);
-      expect(errors).toEqual([]);
+      await expectSettled(page, errors, saleId, { remaining: 4, orders: 1 });
     } finally {
       await close();
     }
@@ -154,17 +166,11 @@ describe.skipIf(!hasBrowser && process.env.CI !== 'true')('demo page', () => {
       expect(await page.isVisible('[data-testid=buy]')).toBe(false);
 
       await second.admitAndBuy();
-      await page.waitForSelector('[data-testid=queue-state][data-state=admitted]');
+      await buyOnceAdmitted(page);
       expect(await page.getAttribute('[data-testid=queue-progress]', 'aria-valuenow')).toBe('100');
-      await page.click('[data-testid=buy]');
-      await page.waitForSelector('[data-testid=purchase-status]:has-text("succeeded")');
       await page.waitForSelector('[data-testid=queue-state][data-state=done]');
 
-      expect(await page.isVisible('[data-testid=problem]')).toBe(false);
-      const stats = await sys!.stats(saleId);
-      expect(stats.remaining).toBe(2);
-      expect(stats.ordersInDatabase).toBe(3);
-      expect(errors).toEqual([]);
+      await expectSettled(page, errors, saleId, { remaining: 2, orders: 3 });
     } finally {
       await close();
     }
@@ -186,12 +192,9 @@ describe.skipIf(!hasBrowser && process.env.CI !== 'true')('demo page', () => {
       await page.click('[data-testid=queue-join]');
       await page.waitForSelector('[data-testid=queue-ahead]:text-is("0")');
       await first.admitAndBuy();
-      await page.waitForSelector('[data-testid=queue-state][data-state=admitted]');
+      await buyOnceAdmitted(page);
       expect(streamsRefused).toBeGreaterThanOrEqual(3);
-      await page.click('[data-testid=buy]');
-      await page.waitForSelector('[data-testid=purchase-status]:has-text("succeeded")');
-      expect((await sys!.stats(saleId)).ordersInDatabase).toBe(2);
-      expect(errors).toEqual([]);
+      await expectSettled(page, errors, saleId, { remaining: 3, orders: 2 });
     } finally {
       await close();
     }

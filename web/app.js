@@ -261,6 +261,7 @@ function setUser(user) {
   ui.login.hidden = Boolean(user);
   ui.signedInName.textContent = user?.userId ?? '';
   renderBuy();
+  renderQueue();
 }
 
 async function signIn(event) {
@@ -332,7 +333,7 @@ async function loadSales() {
     // whether a sale has a waiting room: the shown one is always read on its own.
     if (wanted || sale) {
       const listed = Boolean(sale);
-      sale = await getJson(`/api/sales/${encodeURIComponent(wanted ?? sale.id)}`);
+      sale = await getJson(`/api/sales/${encodeURIComponent(listed ? sale.id : wanted)}`);
       page.sales = listed ? sales.map((s) => (s.id === sale.id ? sale : s)) : [sale, ...sales];
     }
     renderPicker();
@@ -621,7 +622,6 @@ async function onJoin() {
     onTicket(sale.id, ticket);
   } catch (err) {
     if (stale()) return;
-    page.joining = null;
     showProblem(err instanceof NetworkFailure ? new Problem({ title: 'Connection problem', detail: err.message }) : err);
     if (err instanceof Problem && err.slug === 'unauthorized') setUser(null);
   } finally {
