@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../core/logger.ts';
 import { isMain, onShutdown, reportSchema } from '../core/process.ts';
 import { createRedis, createSubscriber } from '../core/redis/client.ts';
 import { BODY_LIMIT_BYTES, createApp } from './app.ts';
-import { withSoldOutDoor } from './sold-out-door.ts';
+import { withSoldOutShortcut } from './sold-out-shortcut.ts';
 import type { ApiDeps } from './deps.ts';
 import { createApiMetrics } from './metrics.ts';
 import { OpenStreams } from './open-streams.ts';
@@ -74,7 +74,7 @@ export async function startApi(
     ...(metrics ? { metrics } : {}),
   };
   const app = createApp(deps);
-  const server = createServer(withSoldOutDoor(deps, app, BODY_LIMIT_BYTES));
+  const server = createServer(withSoldOutShortcut(deps, app, BODY_LIMIT_BYTES));
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(config.PORT, () => {
     server.off('error', reject);
     resolve();

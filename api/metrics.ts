@@ -68,10 +68,10 @@ export interface ApiMetrics {
   /** Queue depths and live sales, read at most once per METRICS_POLL_MS (shared with the dashboard). */
   backlog: Backlog;
   /**
-   * Counts a sold-out answer given in front of Express (api/sold-out-door.ts) as the purchase route would have
+   * Counts a sold-out answer given in front of Express (api/sold-out-shortcut.ts) as the purchase route would have
    * counted it: an admission `sold_out` from memory, and its duration. @param seconds - the answer's duration, s.
    */
-  soldOutAtTheDoor(seconds: number): void;
+  soldOutShortcut(seconds: number): void;
   stop(): void;
 }
 
@@ -162,13 +162,13 @@ export function createApiMetrics(d: { config: Config; broker: Broker; redis: Red
     registry,
   );
   const stops = [observeBroker(d.broker, registry), observeSaleRebuilds(registry, d.config.REDIS_KEY_PREFIX)];
-  const door = { answer: http.labels({ method: 'POST', path: PURCHASE_ROUTE, status_code: '409' }), admission: admissions.labels({ outcome: 'sold_out' }) };
-  const soldOutAtTheDoor = (seconds: number) => {
-    door.answer.observe(seconds);
-    door.admission.inc();
+  const shortcut = { answer: http.labels({ method: 'POST', path: PURCHASE_ROUTE, status_code: '409' }), admission: admissions.labels({ outcome: 'sold_out' }) };
+  const soldOutShortcut = (seconds: number) => {
+    shortcut.answer.observe(seconds);
+    shortcut.admission.inc();
     memoryHits.inc();
   };
-  return { registry, middleware, backlog, soldOutAtTheDoor, stop: () => stops.forEach((s) => s()) };
+  return { registry, middleware, backlog, soldOutShortcut, stop: () => stops.forEach((s) => s()) };
 }
 
 /** The route template that answered, e.g. `/api/sales/:saleId/purchases`; undefined when no route matched. */

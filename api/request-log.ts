@@ -48,7 +48,7 @@ export function levelOf(route: string, status: number, sample: number, random: (
 
 /**
  * Writes one line for an answer. Used by the middleware below and by anything that answers outside Express
- * (api/sold-out-door.ts), so both log the same line.
+ * (api/sold-out-shortcut.ts), so both log the same line.
  * @param startedAt - performance.now() when the request arrived; `route` - its template, or "none"; `completed` -
  *   false when the client left before the answer was sent.
  */

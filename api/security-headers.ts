@@ -6,7 +6,7 @@
  *
  * helmet decides the headers; it is asked once per variant, at start, and its answer is replayed on every response.
  * With our options its headers depend on nothing in the request (no CSP nonces), and running its thirteen
- * middleware functions per request cost more than the copy; the answers outside Express (api/sold-out-door.ts)
+ * middleware functions per request cost more than the copy; the answers outside Express (api/sold-out-shortcut.ts)
  * send the same list.
  */
 import type { Request, RequestHandler, Response } from 'express';

@@ -1,5 +1,5 @@
 /**
- * The sold-out door: once a sale is known to be sold out, the crowd that keeps asking for it is answered here, in
+ * The sold-out shortcut: once a sale is known to be sold out, the crowd that keeps asking for it is answered here, in
  * front of Express, from this process's memory (see sold-out-cache.ts). After a sell-out every shopper gets the
  * same answer whoever they are and whatever they ask, so nothing of the request is needed but its path: no routing,
  * no token check, no body read. This is the answer a flash crowd gets 99 times in 100, and it costs a fraction of
@@ -29,10 +29,10 @@ const PATH_LENGTH = PREFIX.length + 36 + SUFFIX.length;
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
 /**
- * Puts the door in front of `app`. @param bodyLimitBytes - the JSON parser's limit: a larger body goes to Express,
+ * Puts the shortcut in front of `app`. @param bodyLimitBytes - the JSON parser's limit: a larger body goes to Express,
  * which refuses it with 413. @returns the server's request listener.
  */
-export function withSoldOutDoor(d: ApiDeps, app: RequestListener, bodyLimitBytes: number): RequestListener {
+export function withSoldOutShortcut(d: ApiDeps, app: RequestListener, bodyLimitBytes: number): RequestListener {
   const problem = soldOutProblem();
   const headers = securityHeaderList(d.config).flat();
   const sample = d.config.REQUEST_LOG_SAMPLE;
@@ -56,7 +56,7 @@ export function withSoldOutDoor(d: ApiDeps, app: RequestListener, bodyLimitBytes
     res.end(body);
     // The body is dropped unread, so the connection can carry the shopper's next request.
     req.resume();
-    d.metrics?.soldOutAtTheDoor((performance.now() - startedAt) / 1000);
+    d.metrics?.soldOutShortcut((performance.now() - startedAt) / 1000);
     logAnswer(d.logger, levelOf(ROUTE, 409, sample, Math.random), req, res, id, ROUTE, startedAt);
     return true;
   };
