@@ -168,12 +168,13 @@ export class BenchSystem {
   }
 
   /**
-   * Starts another API process on the same names with `env` on top (e.g. METRICS=false), for a side-by-side run.
+   * Starts another API process on the same names with `env` on top (e.g. METRICS=false), for a side-by-side run;
+   * `root` runs another checkout's API (with its own node_modules and build), e.g. a before beside an after.
    * @returns its base URL. It is stopped with the system.
    */
-  async startApi(name: string, env: NodeJS.ProcessEnv): Promise<string> {
+  async startApi(name: string, env: NodeJS.ProcessEnv, root = ROOT): Promise<string> {
     const port = await freePort();
-    const child = new Child(name, entry('api/main.ts', ROOT), { ...this.env, ...env, PORT: String(port) }, `${this.logPrefix}-${name}.log`);
+    const child = new Child(name, entry('api/main.ts', root), { ...this.env, ...env, PORT: String(port) }, `${this.logPrefix}-${name}.log`, root);
     this.extraApis.push(child);
     const url = `http://127.0.0.1:${port}`;
     await waitReady(child, `${url}/readyz`, (s) => s === 200);
@@ -189,6 +190,11 @@ export class BenchSystem {
   /** Stops the worker (gracefully: it settles what it holds). */
   async stopWorker(): Promise<void> {
     await this.worker?.stop();
+  }
+
+  /** The pid of the extra API process named `name` (see startApi), while it runs. */
+  extraApiPids(name: string): () => number[] {
+    return () => this.extraApis.filter((c) => c.name === name && c.pid).map((c) => c.pid!);
   }
 
   /** Pids for CPU measurements: the API, the ceiling and the worker (while each runs). */

@@ -22,8 +22,10 @@ export function canonicalUuid(value: unknown): string | undefined {
   return UUID.test(id) || id === NIL || id === MAX ? id : undefined;
 }
 
-/** A zod schema accepting a UUID in any case and producing its canonical form. */
-export const uuidSchema = z
-  .string()
-  .refine((v) => canonicalUuid(v) !== undefined, 'must be a UUID')
-  .transform((v) => canonicalUuid(v)!);
+/** A zod schema accepting a UUID in any case and producing its canonical form (checked and lowered once). */
+export const uuidSchema = z.string().transform((v, ctx) => {
+  const id = canonicalUuid(v);
+  if (id !== undefined) return id;
+  ctx.addIssue({ code: 'custom', message: 'must be a UUID', input: v });
+  return z.NEVER;
+});

@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotencyKey, purchaseKey, saleKeys } from '../core/redis/keys.ts';
-import { AdmitCode, Decision, WithdrawCode, admit, decide, defineScripts, load, release, withdraw } from '../core/redis/scripts.ts';
+import { AdmitCode, Decision, WithdrawCode, admit, decide, defineScripts, load, putStates, release, withdraw } from '../core/redis/scripts.ts';
 
 const prefix = `fs:test-${randomBytes(4).toString('hex')}`;
 let redis: Redis;
@@ -261,5 +261,29 @@ describe('release-3.lua and load-6.lua', () => {
     for (const k of [...Object.values(keys), idempotencyKey(prefix, 'abc', 'u', 'k'), purchaseKey(prefix, 'abc', randomUUID())]) {
       expect(k).toMatch(/^[^{]*\{abc\}/);
     }
+  });
+});
+
+describe('put-states-n.lua', () => {
+  it('when a batch of states is written twice, or over a newer version, then each is stored and announced once, never going back', async () => {
+    const { saleId } = await newSale(10);
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const keyOf = (id: string) => purchaseKey(prefix, saleId, id);
+    // One of them already holds a newer version than the batch brings.
+    await putStates(redis, [{ key: keyOf(ids[2]!), version: 3, body: '{"v":3}' }], 60);
+    const sub = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const heard: string[] = [];
+    sub.on('smessage', (channel: string) => heard.push(channel));
+    await sub.ssubscribe(...ids.map(keyOf));
+    const batch = ids.map((id) => ({ key: keyOf(id), version: 2, body: JSON.stringify({ requestId: id, version: 2 }) }));
+    expect(await putStates(redis, batch, 60)).toBe(2);
+    expect(await putStates(redis, batch, 60)).toBe(0);
+    await redis.ping(); // every announcement of the calls above has left Redis before this answer
+    await new Promise((r) => setTimeout(r, 50));
+    expect(heard.sort()).toEqual([keyOf(ids[0]!), keyOf(ids[1]!)].sort());
+    expect(await redis.hget(keyOf(ids[0]!), 'body')).toBe(batch[0]!.body);
+    expect(await redis.hmget(keyOf(ids[2]!), 'version', 'body')).toEqual(['3', '{"v":3}']);
+    expect(await redis.ttl(keyOf(ids[1]!))).toBeGreaterThan(0);
+    sub.disconnect();
   });
 });

@@ -7,9 +7,9 @@
  */
 import { quietFor } from '../core/quiet-log.ts';
 import { FINAL_STATUS_HEADER, type Reservation } from '../core/messages.ts';
-import { FINAL_VERSION, stateWrite, type PurchaseState } from '../core/purchase-state.ts';
-import { saleKeys } from '../core/redis/keys.ts';
-import { Decision, putState, release, type DecideResult } from '../core/redis/scripts.ts';
+import { FINAL_VERSION, STATE_TTL_S, type PurchaseState } from '../core/purchase-state.ts';
+import { purchaseKey, saleKeys } from '../core/redis/keys.ts';
+import { Decision, putStates, release, type DecideResult } from '../core/redis/scripts.ts';
 import { loadSale } from '../core/sales.ts';
 import type { Item, WorkerContext } from './context.ts';
 import { decideAll } from './decide.ts';
@@ -147,12 +147,15 @@ async function decideRound(w: WorkerContext, items: Item[]): Promise<Item[]> {
   }
   if (reservations.length) await scheduleExpiry(w, reservations);
 
-  // Issued together, the writes share round trips: ioredis auto-pipelining groups them per connection (per shard
-  // on a Redis Cluster, where a batch's sales may live on different shards).
-  await Promise.all(done.map(({ state }) => {
-    const w = stateWrite(prefix, state);
-    return putState(redis, w.key, w.args);
-  }));
+  // One call per sale stores and announces its results (its states share the sale's slot, so its shard on a Redis
+  // Cluster); the sales of a batch are written together.
+  const bySale = new Map<string, { key: string; version: number; body: string }[]>();
+  for (const { state } of done) {
+    const states = bySale.get(state.saleId) ?? [];
+    if (states.length === 0) bySale.set(state.saleId, states);
+    states.push({ key: purchaseKey(prefix, state.saleId, state.requestId), version: state.version, body: JSON.stringify(state) });
+  }
+  await Promise.all([...bySale.values()].map((states) => putStates(redis, states, STATE_TTL_S)));
 
   for (const it of withdrawn) {
     settleItem(it, 'ack');

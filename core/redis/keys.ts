@@ -62,9 +62,12 @@ export function purchaseKey(prefix: string, saleId: string, requestId: string): 
   return `${prefix}:sale:{${saleId}}:purchase:${requestId}`;
 }
 
-/** Sharded pub/sub channel announcing each new version of a purchase's state (in its sale's slot). */
+/**
+ * Sharded pub/sub channel announcing each new version of a purchase's state (in its sale's slot): the state key's
+ * own name, which lets put-states-n.lua announce each state it stores without a channel argument.
+ */
 export function purchaseChannel(prefix: string, saleId: string, requestId: string): string {
-  return `${prefix}:sale:{${saleId}}:purchase:${requestId}`;
+  return purchaseKey(prefix, saleId, requestId);
 }
 
 /** Set of the ids of every sale loaded into Redis, walked by the worker's sweeper. */

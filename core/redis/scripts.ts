@@ -9,7 +9,8 @@ import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
 const SCRIPT_VERSION = 'v2';
-const scripts = { admit: 8, decide: 6, release: 3, withdraw: 8, load: 6, 'put-state': 1, end: 1 } as const;
+/** Each script's number of keys; `n`: as many as the call passes (declared first, as Redis Cluster requires). */
+const scripts = { admit: 8, decide: 6, release: 3, withdraw: 8, load: 6, 'put-state': 1, 'put-states': 'n', end: 1 } as const;
 type ScriptName = keyof typeof scripts;
 const commandName = (name: ScriptName) => `fs_${name.replace('-', '_')}_${SCRIPT_VERSION}`;
 
@@ -60,9 +61,10 @@ export interface DecideResult {
 
 /** Registers every script on a client. Call once per ioredis client before using the wrappers below. */
 export function defineScripts(redis: Redis | Cluster): void {
-  for (const [name, numberOfKeys] of Object.entries(scripts) as [ScriptName, number][]) {
+  for (const [name, numberOfKeys] of Object.entries(scripts) as [ScriptName, number | 'n'][]) {
     const lua = readFileSync(new URL(`./scripts/${name}-${numberOfKeys}.lua`, import.meta.url), 'utf8');
-    redis.defineCommand(commandName(name), { numberOfKeys, lua });
+    // Without numberOfKeys, ioredis takes the count as the call's first argument (see `run`).
+    redis.defineCommand(commandName(name), numberOfKeys === 'n' ? { lua } : { numberOfKeys, lua });
   }
 }
 
@@ -70,7 +72,7 @@ type Runner = Redis | Cluster | ChainableCommander;
 function run(client: Runner, name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
   const fn = (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[commandName(name)];
   if (!fn) throw new Error(`Redis script ${name} is not defined on this client: call defineScripts() first`);
-  return fn.call(client, ...keys, ...args);
+  return scripts[name] === 'n' ? fn.call(client, keys.length, ...keys, ...args) : fn.call(client, ...keys, ...args);
 }
 
 /** Checks that a script replied with `[integer, string|integer]`; a surprise is an error, not a guess. */
@@ -253,6 +255,18 @@ export function putState(
   a: { version: number; body: string; ttlS: number; channel: string },
 ): Promise<unknown> {
   return run(client, 'put-state', [key], [a.version, a.body, a.ttlS, a.channel]);
+}
+
+/**
+ * Stores and announces new versions of several purchase states of one sale in one call (see `put-states-n.lua`):
+ * each as `putState` would. @param states - key (all of one sale's slot), version and body of each.
+ * @param ttlS - their lifetime, s. @returns how many were stored (the others had a version as new or newer).
+ */
+export async function putStates(client: Runner, states: { key: string; version: number; body: string }[], ttlS: number): Promise<number> {
+  if (states.length === 0) return 0;
+  const args: (string | number)[] = [ttlS];
+  for (const st of states) args.push(st.version, st.body);
+  return integer(await run(client, 'put-states', states.map((st) => st.key), args), 'put-states');
 }
 
 /** Ends a loaded sale at `endsAtMs` unless it ends earlier (see `end-1.lua`). @returns true when the end was set. */
