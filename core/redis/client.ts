@@ -5,7 +5,7 @@
  * an explicit list says at a glance which mode a process runs in. Credentials and TLS come from `REDIS_URL`'s
  * userinfo and scheme in both modes.
  */
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { QuietWarnings } from '../quiet-log.ts';
 import { defineScripts } from './scripts.ts';
@@ -39,12 +39,53 @@ function nodeOptions(url: string): RedisOptions {
   };
 }
 
-function clusterOf(target: RedisTarget, base: RedisOptions, extra: Partial<ClusterOptions> = {}): Cluster {
+/** When a command issued through a deadline-bound cluster client stops being worth sending, ms since the epoch. */
+const DEADLINE = Symbol('deadline');
+type Timed = Command & { [DEADLINE]?: number };
+
+/**
+ * Gives every command of a cluster client a deadline, counted from when it is issued: it is answered "Command timed
+ * out" then, wherever it waits, and it is never written after it. @param deadlineMs - the longest wait, ms.
+ *
+ * Why: ioredis's Cluster keeps a command issued while it is not `ready` (every node unreachable, reconnecting, or
+ * left in `close` after `disconnect()`: its pool emits `drain` once per node that ends, so `end` can be followed by
+ * `close` again) in an offline queue of its own where `commandTimeout` does not run: that starts only once a node
+ * connection takes the command. A purchase then waited for the whole outage instead of getting its 503, and ran
+ * when Redis came back, after its shopper had given up. And a command that timed out in a queue is still written
+ * when a connection comes back (a pipeline even re-arms its timed-out commands, `initPromise`, so `isSettled` cannot
+ * tell): an admission answered 503 would then hold its units after all. ioredis 6.0.0 source:
+ * built/cluster/index.js (`tryConnection` pushes to `offlineQueue`, `executeOfflineCommands` sends it through
+ * `this.sendCommand`), built/Redis.js (`commandTimeout` is armed in `sendCommand`; a node's offline queue is sent
+ * through it too), built/Pipeline.js (`fillResult`).
+ */
+function withDeadlines(cluster: Cluster, deadlineMs: number): Cluster {
+  const expire = (command: Timed): unknown => {
+    if (!command.isSettled) command.reject(new Error('Command timed out'));
+    return command.promise;
+  };
+  const send = cluster.sendCommand.bind(cluster);
+  cluster.sendCommand = (command: Timed, stream, node) => {
+    const now = Date.now();
+    const deadline = (command[DEADLINE] ??= now + deadlineMs);
+    if (now >= deadline) return expire(command);
+    command.setTimeout(deadline - now); // armed once per promise: a node's commandTimeout finds it set
+    return send(command, stream, node);
+  };
+  // Each node connection is guarded as it joins the pool: a node's offline queue and the cluster's failover
+  // retries write through it.
+  cluster.on('+node', (node: Redis) => {
+    const write = node.sendCommand.bind(node);
+    node.sendCommand = (command: Timed, stream) => ((command[DEADLINE] ?? Infinity) <= Date.now() ? expire(command) : write(command, stream));
+  });
+  return cluster;
+}
+
+function clusterOf(target: RedisTarget, base: RedisOptions, extra: Partial<ClusterOptions> = {}, deadlineMs?: number): Cluster {
   const nodes = target.clusterNodes!.map((hp) => {
     const i = hp.lastIndexOf(':');
     return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
   });
-  return new Cluster(nodes, {
+  const cluster = new Cluster(nodes, {
     // A master killed: its connection closes, ioredis refreshes the slot map and re-sends after these delays
     // (ms); the replica is promoted after the cluster's node-timeout, so a command retries for a few seconds.
     retryDelayOnFailover: 200,
@@ -60,6 +101,7 @@ function clusterOf(target: RedisTarget, base: RedisOptions, extra: Partial<Clust
     redisOptions: { ...nodeOptions(target.url), ...base, enableAutoPipelining: undefined },
     ...extra,
   });
+  return deadlineMs === undefined ? cluster : withDeadlines(cluster, deadlineMs);
 }
 
 /** True when `target` names a Redis Cluster. */
@@ -79,8 +121,10 @@ export function createRedis(target: RedisTarget, logger: Logger, o: RedisClientO
     lazyConnect: false,
   };
   // Under a failover a cluster client must queue while it re-reads the slot map, or every command in those
-  // seconds fails; the per-command timeout still bounds how long the API waits.
-  const redis = isCluster(target) ? clusterOf(target, { ...base, enableOfflineQueue: true }) : new Redis(target.url, base);
+  // seconds fails; with failFast the per-command timeout bounds the whole wait, queues included (DeadlineCluster).
+  const redis = isCluster(target)
+    ? clusterOf(target, { ...base, enableOfflineQueue: true }, {}, o.failFast ? o.commandTimeoutMs : undefined)
+    : new Redis(target.url, base);
   const quiet = new QuietWarnings(logger);
   redis.on('error', (err: Error) => quiet.warn({ err: err.message }, 'redis error'));
   redis.on('node error', (err: Error, node: string) => quiet.warn({ err: err.message, node }, 'redis cluster node error'));
