@@ -14,8 +14,8 @@ beforeAll(async () => {
 afterAll(() => sys?.stop());
 afterEach(() => sys.assertInvariants());
 
-async function buy(saleId: string, userId: string, body: object = {}, headers: Record<string, string> = {}) {
-  return sys.http
+async function buy(saleId: string, userId: string, body: object = {}, headers: Record<string, string> = {}, http = sys.http) {
+  return http
     .post(`/api/sales/${saleId}/purchases`)
     .set('Authorization', `Bearer ${await sys.token(userId)}`)
     .set(headers)
@@ -97,14 +97,17 @@ describe('POST /api/sales/:saleId/purchases', () => {
     expect(res.body).toMatchObject({ status: 409, title: 'Sold out' });
     expect(res.body.type).toMatch(/\/sold-out$/);
     expect((await sys.stats(saleId)).inflightRequests).toBe(0);
-    // Remembered now: answered from memory, yet a retry with an Idempotency-Key still reaches Redis and replays.
-    expect(sys.api.deps.soldOut.has(saleId)).toBe(true);
-    const remembered = await buy(saleId, `c-${randomUUID()}`);
+    // Remembered now by the node that answered (each API process remembers its own answers): answered from memory,
+    // yet a retry with an Idempotency-Key still reaches Redis and replays.
+    const remembering = sys.apis.filter((a) => a.deps.soldOut.has(saleId));
+    expect(remembering).toHaveLength(1);
+    const node = sys.httpOf(remembering[0]!);
+    const remembered = await buy(saleId, `c-${randomUUID()}`, {}, {}, node);
     expect(remembered.status).toBe(409);
     expect(remembered.headers['content-type']).toBe(res.headers['content-type']);
     expect(remembered.body).toEqual(res.body);
     // Known to everyone: answered before the token is verified (state-changing requests must carry one, see csrf.ts).
-    const anonymous = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', 'Bearer not.a.jwt').send({});
+    const anonymous = await node.post(`/api/sales/${saleId}/purchases`).set('Authorization', 'Bearer not.a.jwt').send({});
     expect(anonymous.body.type).toBe('/problems/sold-out');
   });
 
@@ -288,6 +291,21 @@ describe('GET /api/sales', () => {
 });
 
 describe('ops', () => {
+  it('when several API nodes run (TEST_API_NODES), then consecutive requests reach each of them in turn', async () => {
+    const served = sys.apis.map(() => 0);
+    const count = sys.apis.map((a, i) => {
+      const listener = () => served[i]!++;
+      a.server.on('request', listener);
+      return () => a.server.off('request', listener);
+    });
+    try {
+      for (let i = 0; i < 2 * sys.apis.length; i++) expect((await sys.http.get('/healthz')).status).toBe(200);
+    } finally {
+      count.forEach((off) => off());
+    }
+    expect(served).toEqual(sys.apis.map(() => 2));
+  });
+
   it('answers /healthz and /readyz with every dependency up', async () => {
     expect((await sys.http.get('/healthz')).status).toBe(200);
     const ready = await sys.http.get('/readyz');

@@ -3,9 +3,12 @@
  * worker, on their own Redis key prefix and RabbitMQ queue names, against the shared test database. Files run in
  * parallel without seeing each other's keys or messages; `stop()` removes what the file created in Redis and
  * RabbitMQ.
+ *
+ * `TEST_API_NODES=n` runs n API nodes in the process behind a round-robin TCP proxy (each connection to `url` goes
+ * to the next node; supertest opens one per request, so consecutive requests reach different nodes), and
+ * `TEST_WORKERS=n` runs n workers; `npm run test:cluster` sets both to 2. The default is one of each.
  */
 import { randomBytes } from 'node:crypto';
-import { Cluster } from 'ioredis';
 import type { RedisClient } from '../../core/redis/client.ts';
 import request from 'supertest';
 import { loadConfig, type Config } from '../../core/config.ts';
@@ -14,17 +17,40 @@ import { isFinal, readState, type PurchaseState } from '../../core/purchase-stat
 import { mintToken } from '../../api/auth.ts';
 import { startApi, type ApiServer } from '../../api/main.ts';
 import { startWorker, type RunningWorker } from '../../worker/main.ts';
+import { deleteKeys, deleteTopology } from '../../scripts/local/namespace.ts';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/flash_sale_test';
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
+/** How many API nodes and workers each system runs (the harness's own settings, not the product's). */
+const nodeCount = (name: string): number => {
+  const n = Number(process.env[name] ?? '1');
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${process.env[name]}`);
+  return n;
+};
+export const API_NODES = nodeCount('TEST_API_NODES');
+export const WORKERS = nodeCount('TEST_WORKERS');
+
 export interface TestSystem {
   config: Config;
+  /** The first API node (the only one by default): its deps are what the tests reach into. */
   api: ApiServer;
+  /** Every API node, `api` first. */
+  apis: ApiServer[];
+  /**
+   * The running workers as one (the only one by default): `stop()` stops every one; `deps`, `worker` and `metrics`
+   * are the first's. Undefined while none runs.
+   */
   worker: RunningWorker | undefined;
-  /** Base URL of the API, e.g. http://127.0.0.1:41234. */
+  /** Every running worker. */
+  workers: RunningWorker[];
+  /** Base URL of the API (the round-robin proxy when several nodes run), e.g. http://127.0.0.1:41234. */
   url: string;
   http: ReturnType<typeof request>;
+  /** Requests to one node only, bypassing the proxy. */
+  httpOf(api: ApiServer): ReturnType<typeof request>;
+  /** The first API node's Redis client. */
   redis: RedisClient;
   /** Creates a sale through the admin API. @returns its id. */
   createSale(body?: Record<string, unknown>): Promise<string>;
@@ -38,12 +64,17 @@ export interface TestSystem {
    * last call (run it after each test).
    */
   assertInvariants(): Promise<void>;
-  /** Starts a worker; `env` overrides its configuration (e.g. a DATABASE_URL through a TCP proxy). */
+  /**
+   * Starts the workers (TEST_WORKERS of them) in place of any before; `env` overrides their configuration (e.g. a
+   * DATABASE_URL through a TCP proxy). @returns them as one, as `worker`.
+   */
   startWorker(env?: Record<string, string>): Promise<RunningWorker>;
-  /** Resolves when the worker emits `event` with arguments for which `match` holds (listens from this call on). */
+  /** Resolves when a worker emits `event` with arguments for which `match` holds (listens from this call on). */
   workerEvent(event: string, match?: (...args: any[]) => boolean): Promise<unknown[]>;
-  /** Records every `event` of the worker from now on; `find` resolves with the first recorded or later match. */
+  /** Records every `event` of the workers from now on; `find` resolves with the first recorded or later match. */
   recordWorkerEvents(event: string): { find(match: (...args: any[]) => boolean): Promise<unknown[]> };
+  /** Deletes every Redis key of this system (every master of a cluster, key by key): Redis "forgets everything". */
+  wipeRedis(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -74,22 +105,41 @@ export async function startSystem(
   };
   const config = loadConfig(settings);
   const logger = createLogger('test', config.LOG_LEVEL);
-  const api = await startApi(config, logger);
+  const apis = await Promise.all(Array.from({ length: API_NODES }, () => startApi(config, logger)));
+  const api = apis[0]!;
+  const proxy: TcpProxy | undefined = apis.length > 1 ? await startTcpProxy(apis.map((a) => a.port)) : undefined;
   const workerConfig = (extra: Record<string, string> = {}) => loadConfig({ ...settings, ...o.workerEnv, ...extra });
-  let worker = o.worker === false ? undefined : await startWorker(workerConfig(), logger);
-  const url = `http://127.0.0.1:${api.port}`;
+  let workers: RunningWorker[] = [];
+  const startWorkers = async (extra?: Record<string, string>) => {
+    workers = await Promise.all(Array.from({ length: WORKERS }, () => startWorker(workerConfig(extra), logger)));
+    return asOne(workers);
+  };
+  if (o.worker !== false) await startWorkers();
+  const url = `http://127.0.0.1:${proxy?.port ?? api.port}`;
   const http = request(url);
   const redis = api.deps.redis;
+  /** Listens to `event` on every running worker; @returns a function that stops listening. */
+  const onWorkers = (event: string, listener: (...args: any[]) => void) => {
+    const ws = workers.map((w) => w.worker);
+    if (!ws.length) throw new Error('no worker running');
+    for (const w of ws) w.on(event, listener);
+    return () => ws.forEach((w) => w.off(event, listener));
+  };
 
   const created: string[] = [];
   const sys: TestSystem = {
     config,
     api,
+    apis,
     get worker() {
-      return worker;
+      return workers.length ? asOne(workers) : undefined;
+    },
+    get workers() {
+      return workers;
     },
     url,
     http,
+    httpOf: (a) => request(`http://127.0.0.1:${a.port}`),
     redis,
     async createSale(body = {}) {
       const res = await http
@@ -136,16 +186,11 @@ export async function startSystem(
       if (res.status !== 200) throw new Error(`stats: ${res.status}`);
       return res.body;
     },
-    async startWorker(extra) {
-      worker = await startWorker(workerConfig(extra), logger);
-      return worker;
-    },
+    startWorker: startWorkers,
     recordWorkerEvents(event) {
-      const w = worker?.worker;
-      if (!w) throw new Error('no worker running');
       const seen: unknown[][] = [];
       const waiting: { match: (...args: any[]) => boolean; resolve: (args: unknown[]) => void }[] = [];
-      w.on(event, (...args: unknown[]) => {
+      onWorkers(event, (...args: unknown[]) => {
         seen.push(args);
         for (const x of waiting.filter((x) => x.match(...args))) {
           waiting.splice(waiting.indexOf(x), 1);
@@ -160,40 +205,32 @@ export async function startSystem(
       };
     },
     workerEvent(event, match = () => true) {
-      const w = worker?.worker;
-      if (!w) return Promise.reject(new Error('no worker running'));
       return new Promise((resolve) => {
-        const listener = (...args: unknown[]) => {
+        const off = onWorkers(event, (...args: unknown[]) => {
           if (!match(...args)) return;
-          w.off(event, listener);
+          off();
           resolve(args);
-        };
-        w.on(event, listener);
+        });
       });
     },
+    async wipeRedis() {
+      await deleteKeys(redis, config.REDIS_KEY_PREFIX);
+    },
     async stop() {
-      await worker?.stop();
+      await Promise.all(workers.map((w) => w.stop()));
       const ch = await api.deps.broker.createChannel();
-      const t = api.deps.topology;
-      for (const q of [t.purchaseQueue, t.purchaseDeadQueue, t.reservationDelayQueue, t.reservationExpiryQueue, t.reservationDeadQueue, ...t.retryQueues.map((r) => r.name), ...t.reservationRetryQueues.map((r) => r.name)]) {
-        await ch.deleteQueue(q);
-      }
-      for (const x of [t.purchaseExchange, t.reservationExchange, t.deadExchange]) await ch.deleteExchange(x);
+      await deleteTopology(ch, api.deps.topology);
       await ch.close();
-      // On a Redis Cluster, SCAN every master and delete key by key (one DEL may not span slots).
-      const keys: string[] = [];
-      for (const node of redis instanceof Cluster ? redis.nodes('master') : [redis]) {
-        let cursor = '0';
-        do {
-          const [next, batch] = await node.scan(cursor, 'MATCH', `${config.REDIS_KEY_PREFIX}:*`, 'COUNT', 1000);
-          cursor = next;
-          keys.push(...batch);
-        } while (cursor !== '0');
-      }
-      if (redis instanceof Cluster) await Promise.all(keys.map((k) => redis.del(k)));
-      else for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
-      await api.stop();
+      await sys.wipeRedis();
+      await Promise.all(apis.map((a) => a.stop()));
+      await proxy?.close();
     },
   };
   return sys;
+}
+
+/** Several running workers as one: stopping it stops each; the rest is the first's. */
+function asOne(workers: RunningWorker[]): RunningWorker {
+  if (workers.length === 1) return workers[0]!;
+  return { ...workers[0]!, stop: () => Promise.all(workers.map((w) => w.stop())).then(() => undefined) };
 }

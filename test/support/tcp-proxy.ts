@@ -3,6 +3,9 @@
  * dependency) for one process under test, without stopping the service the other test files share. It can also
  * go deaf one way (`muteReplies`): what the client sends still arrives, the service's answers are dropped, as when
  * a connection dies after a frame left (a publish stored by the broker whose confirm never comes back).
+ *
+ * Given several ports, it balances: each new connection goes to the next port in turn (round robin per connection,
+ * as a layer-4 load balancer does), so clients that open a connection per request (supertest) reach every node.
  */
 import net from 'node:net';
 
@@ -16,13 +19,16 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+/** Starts a proxy on a free port of 127.0.0.1 in front of `targetPort` (or each of several, in turn) on `targetHost`. */
+export async function startTcpProxy(targetPort: number | readonly number[], targetHost = '127.0.0.1'): Promise<TcpProxy> {
+  const ports = typeof targetPort === 'number' ? [targetPort] : targetPort;
+  let next = 0;
   let up = true;
   let muted = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     if (!up) return client.destroy();
-    const upstream = net.connect(targetPort, targetHost);
+    const upstream = net.connect(ports[next++ % ports.length]!, targetHost);
     sockets.add(client).add(upstream);
     const drop = () => {
       client.destroy();
