@@ -74,3 +74,26 @@ async function signalGroup(child: ChildHandle, signal: NodeJS.Signals): Promise<
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits until a child we started serves: calls `probe` (given the ms left) every `pollMs` until it answers true,
+ * while the child runs. A probe may answer a string, the reason it is not ready, which the error then names.
+ * @throws when the child exits first or `timeoutMs` passes; the child is killed (kill -9) before the throw.
+ */
+export async function awaitReady(
+  child: ChildHandle,
+  o: { name: string; timeoutMs: number; pollMs: number; see: string; probe: (leftMs: number) => Promise<boolean | string> },
+): Promise<void> {
+  const deadline = Date.now() + o.timeoutMs;
+  let reason = 'timeout';
+  while (!child.exit && Date.now() < deadline) {
+    const ready = await o.probe(deadline - Date.now());
+    if (ready === true) return;
+    if (typeof ready === 'string') reason = ready;
+    if (child.exit || Date.now() >= deadline) break;
+    await sleep(o.pollMs);
+  }
+  if (child.exit) reason = `exited (${child.exit})`;
+  await child.kill();
+  throw new Error(`${o.name} did not start: ${reason}; see ${o.see}`);
+}

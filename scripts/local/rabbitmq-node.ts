@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { isMain } from '../../core/process.ts';
-import { sleep, spawnChild, type ChildHandle } from './child.ts';
+import { awaitReady, spawnChild, type ChildHandle } from './child.ts';
 
 const BIN = '/usr/lib/rabbitmq/bin';
 const run = promisify(execFile);
@@ -106,21 +106,18 @@ export async function startRabbitNode(opts: RabbitNodeOptions): Promise<RabbitNo
   const launch = async (): Promise<void> => {
     const started = Date.now();
     child = spawnChild(`${BIN}/rabbitmq-server`, [], { env, logPath });
-    const deadline = started + (opts.readyTimeoutMs ?? 90_000);
     // await_startup fails at once while the VM has not registered with epmd yet, so it is retried until then.
-    let outcome = 'timeout';
-    while (Date.now() < deadline && !child.exit) {
-      const left = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
-      const ready = run(`${BIN}/rabbitmqctl`, ['-q', '-n', nodename, 'await_startup', '--timeout', String(left)], { env, timeout: (left + 5) * 1000 });
-      outcome = await ready.then(() => 'ready', (err: Error) => `failed: ${err.message.split('\n').slice(0, 2).join(' ')}`);
-      if (outcome === 'ready') break;
-      await sleep(300);
-    }
-    if (child.exit) outcome = `exited (${child.exit})`;
-    if (outcome !== 'ready') {
-      await child.kill();
-      throw new Error(`RabbitMQ ${nodename} did not start: ${outcome}; see ${logPath} and ${dirs.log}`);
-    }
+    await awaitReady(child, {
+      name: `RabbitMQ ${nodename}`,
+      timeoutMs: opts.readyTimeoutMs ?? 90_000,
+      pollMs: 300,
+      see: `${logPath} and ${dirs.log}`,
+      probe: (leftMs) => {
+        const left = Math.max(1, Math.ceil(leftMs / 1000));
+        return run(`${BIN}/rabbitmqctl`, ['-q', '-n', nodename, 'await_startup', '--timeout', String(left)], { env, timeout: (left + 5) * 1000 })
+          .then(() => true, (err: Error) => `failed: ${err.message.split('\n').slice(0, 2).join(' ')}`);
+      },
+    });
     node.lastStartMs = Date.now() - started;
   };
   await launch();

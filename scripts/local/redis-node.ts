@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { isMain } from '../../core/process.ts';
-import { sleep, spawnChild, type ChildHandle } from './child.ts';
+import { awaitReady, spawnChild, type ChildHandle } from './child.ts';
 
 export interface RedisNodeOptions {
   /** TCP port on 127.0.0.1. */
@@ -53,14 +53,7 @@ export async function startRedisNode(opts: RedisNodeOptions): Promise<RedisNode>
       ['--port', String(opts.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', opts.dir, '--logfile', logPath, '--daemonize', 'no', ...(opts.extraArgs ?? [])],
       { env: process.env, logPath },
     );
-    const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
-    while (!(await ping(opts.port))) {
-      if (child.exit || Date.now() > deadline) {
-        await child.kill();
-        throw new Error(`redis-server on port ${opts.port} did not start (${child.exit ?? 'timeout'}); see ${logPath}`);
-      }
-      await sleep(50);
-    }
+    await awaitReady(child, { name: `redis-server on port ${opts.port}`, timeoutMs: opts.readyTimeoutMs ?? 10_000, pollMs: 50, see: logPath, probe: () => ping(opts.port) });
   };
   await launch();
   return {
