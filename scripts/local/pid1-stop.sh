@@ -3,15 +3,29 @@
 # of a new PID namespace (unshare --pid --fork --mount-proc, as a container runs it), opens an SSE stream, sends
 # SIGTERM to that PID 1 (what `docker stop` does), and checks that the stream ended cleanly with a `retry:` hint,
 # that /readyz had turned 503 before the listener closed, and that the process logged "stopped" and exited 0.
+# It runs under a key prefix and queue prefix of its own and, however it ends, removes them (scripts/local/namespace.ts)
+# and its sale, so the shared services keep nothing of it.
 # Usage: npm run -s build && scripts/local/pid1-stop.sh [port]. Needs root (unshare) and the local services.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 port=${1:-3871}
 dir=$(mktemp -d)
 export PORT=$port LOG_LEVEL=info SHUTDOWN_DRAIN_MS=1000 REDIS_KEY_PREFIX="fs:pid1-$$" AMQP_PREFIX="fs.pid1-$$"
-unshare --pid --fork --mount-proc node dist/api/main.js >"$dir/api.log" 2>&1 &
+database=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/flash_sale}
+sale=
+cleanup() {
+  kill -9 "$outer" 2>/dev/null || true # --kill-child takes PID 1 with it
+  wait "$outer" 2>/dev/null || true
+  npx tsx scripts/local/namespace.ts || echo "WARN: could not remove $REDIS_KEY_PREFIX / $AMQP_PREFIX"
+  if [[ $sale =~ ^[0-9a-f-]{36}$ ]]; then
+    psql "$database" -qc "DELETE FROM sales WHERE id = '$sale'" && echo "removed the sale $sale" || echo "WARN: could not remove the sale $sale"
+  fi
+  rm -rf "$dir"
+}
+# --kill-child: should this script die first, PID 1 of the namespace is killed with unshare, not left listening.
+unshare --pid --fork --mount-proc --kill-child node dist/api/main.js >"$dir/api.log" 2>&1 &
 outer=$!
-trap 'kill -9 $outer 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap cleanup EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
 pid1=$(pgrep -P "$outer" node)
 echo "entry command runs as pid $pid1 on the host, PID 1 in its namespace: $(grep -s NSpid /proc/$pid1/status | tr -s '\t' ' ')"
