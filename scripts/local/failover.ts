@@ -25,6 +25,8 @@ interface Figures {
   accepted: Map<string, { userId: string; token: string; node: number }>;
   byStatus: Map<number, number>;
   lastAcceptAt: number;
+  /** When each 503 was answered, ms since the epoch: counted per kill in the report. */
+  unavailableAt: number[];
 }
 
 export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluster; env: NodeJS.ProcessEnv; dir: string }): Promise<{ ok: boolean; lines: string[] }> {
@@ -64,7 +66,7 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
     });
     if (created.status !== 201) throw new Error(`sale not created: ${created.status} ${await created.text()}`);
     const sale = (await created.json()) as { id: string };
-    const f: Figures = { requests: 0, accepted: new Map(), byStatus: new Map(), lastAcceptAt: 0 };
+    const f: Figures = { requests: 0, accepted: new Map(), byStatus: new Map(), lastAcceptAt: 0, unavailableAt: [] };
     const dead = new Set<number>();
     let stopping = false;
 
@@ -100,6 +102,7 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
             f.lastAcceptAt = Date.now();
           }
           if (r.status !== 503) break;
+          f.unavailableAt.push(Date.now());
           await sleep(100 + Math.random() * 200);
         }
         await sleep(200 + Math.random() * 600);
@@ -107,13 +110,15 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
     };
 
     const load = Promise.all(Array.from({ length: SHOPPERS }, (_, n) => sleep(Math.random() * 40_000).then(() => shopper(n))));
-    const recovery: string[] = [];
+    const recovery: { name: string; at: number; line: string }[] = [];
     const afterKill = async (name: string, kill: () => Promise<void>) => {
       const at = Date.now();
       await kill();
       const before = f.accepted.size;
       await until(async () => f.accepted.size > before, 30_000, `a 202 after killing ${name}`).catch(() => undefined);
-      recovery.push(`${name}: next 202 after ${f.accepted.size > before ? Date.now() - at : 'none in 30000'} ms`);
+      // Once every unit is held by an accepted request, no 202 can follow: the sale sold out before this kill.
+      const next = f.accepted.size > before ? `${Date.now() - at} ms` : before >= STOCK ? 'none (every unit was already accepted)' : 'none in 30000 ms';
+      recovery.push({ name, at, line: `${name}: next 202 after ${next}` });
     };
     await sleep(5000);
     const slot = await o.redis.slotOf(`{${sale.id}}`);
@@ -157,7 +162,9 @@ export async function runFailover(o: { redis: RedisCluster; rabbit: RabbitCluste
     const units = Number(sold[0]!.units);
     lines.push(
       `failover run: requests ${f.requests}, 202s ${f.accepted.size}, 503s ${f.byStatus.get(503) ?? 0}, connection errors ${f.byStatus.get(0) ?? 0}, statuses ${JSON.stringify(Object.fromEntries(f.byStatus))}`,
-      ...recovery.map((r) => `  ${r}`),
+      `  503s before the first kill ${f.unavailableAt.filter((t) => t < (recovery[0]?.at ?? Infinity)).length}`,
+      // A kill's 503s are those answered from it to the next kill (or the end of the run).
+      ...recovery.map((r, i) => `  ${r.line}; 503s until the next kill ${f.unavailableAt.filter((t) => t >= r.at && t < (recovery[i + 1]?.at ?? Infinity)).length}`),
       `  lost (202 not final) ${pending.size}, units sold ${units} of ${STOCK} (oversold ${Math.max(0, units - STOCK)}), shoppers over the limit ${over.length}, other 5xx ${fiveXX}, purchases decided in PostgreSQL ${decided[0]!.n}`,
     );
     const ok = pending.size === 0 && units <= STOCK && over.length === 0 && fiveXX === 0 && f.accepted.size > 0;
