@@ -12,7 +12,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { PurchaseMessage } from '../core/messages.ts';
 import { QUEUED_VERSION, STATE_TTL_S, readState, type PurchaseState } from '../core/purchase-state.ts';
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
-import { AdmitCode, admit } from '../core/redis/scripts.ts';
+import { AdmitCode, admit, type AdmitResult } from '../core/redis/scripts.ts';
+import { mayHaveRun } from '../core/redis/client.ts';
 import { loadSale } from '../core/sales.ts';
 import type { ApiDeps } from './deps.ts';
 import { AppError, problems, soldOutProblem } from './problem.ts';
@@ -60,15 +61,24 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
     const now = Date.now();
     const acceptedAt = new Date(now).toISOString();
     const queued: PurchaseState = { requestId, saleId, userId, status: 'queued', acceptedAt, updatedAt: acceptedAt, version: QUEUED_VERSION };
-    const r = await admit(redis, keys, idemKey, {
-      requestId,
-      userId,
-      quantity,
-      nowMs: now,
-      bodyHash,
-      idemTtlS: config.IDEMPOTENCY_TTL_SECONDS,
-      state: { body: JSON.stringify(queued), version: QUEUED_VERSION, ttlS: STATE_TTL_S },
-    });
+    let r: AdmitResult;
+    try {
+      r = await admit(redis, keys, idemKey, {
+        requestId,
+        userId,
+        quantity,
+        nowMs: now,
+        bodyHash,
+        idemTtlS: config.IDEMPOTENCY_TTL_SECONDS,
+        state: { body: JSON.stringify(queued), version: QUEUED_VERSION, ttlS: STATE_TTL_S },
+      });
+    } catch (err) {
+      if (!mayHaveRun(err)) throw err; // never ran: a 503 with nothing to undo
+      // It may have run, or may run late (a re-send after a reconnect): settled like a publish without a confirm,
+      // so it never holds units nor becomes an order once its shopper is told 503.
+      await settleUnconfirmed(d, { v: 1, requestId, saleId, userId, quantity, epoch: '0', admittedAt: now }, idemKey, err as Error);
+      return { requestId, replayed: false }; // it was decided after all (queued by the sweeper): it was accepted
+    }
     switch (r.code) {
       case AdmitCode.Admitted:
         await enqueue(d, { v: 1, requestId, saleId, userId, quantity, epoch: r.value, admittedAt: now }, idemKey);
@@ -104,6 +114,9 @@ export async function requestPurchase(d: ApiDeps, input: PurchaseInput): Promise
       case AdmitCode.SoldOut:
         d.soldOut.mark(saleId);
         throw soldOutProblem();
+      case AdmitCode.Decided:
+        // A fresh requestId with a decision: only a withdrawal racing this very call can do that.
+        throw problems.unavailable('The purchase could not be queued; nothing was reserved. Retry shortly.');
       default:
         throw new Error(`Unknown admit code ${String((r as { code: unknown }).code)}`);
     }

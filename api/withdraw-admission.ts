@@ -1,6 +1,7 @@
 /**
  * What the API does with an admission it could not confirm in the queue: its publish was nacked, timed out, or its
- * channel closed after the frame may have left (the outcome is unknown: the message may be in the queue).
+ * channel closed after the frame may have left (the outcome is unknown: the message may be in the queue); or the
+ * admission script itself timed out or lost its connection after it was sent (it may have run, or may run late).
  *
  * Before the shopper is told 503, the admission is withdrawn in Redis (so the retry is not blocked) and recorded as
  * withdrawn in PostgreSQL, so a copy of the message that did reach the queue is dropped by the worker even after
@@ -38,7 +39,7 @@ export async function settleUnconfirmed(d: ApiDeps, m: PurchaseMessage, idemKey:
     // let that message become an order. It takes a broker failure, a PostgreSQL outage and a Redis loss at once.
     logger.error({ err: (err as Error).message, requestId: m.requestId }, 'withdrawal not recorded in PostgreSQL');
   }
-  quietFor(logger).warn({ err: cause.message, requestId: m.requestId }, 'publish not confirmed; admission withdrawn');
+  quietFor(logger).warn({ err: cause.message, requestId: m.requestId }, 'admission not confirmed; withdrawn');
   throw problems.unavailable('The purchase could not be queued; nothing was reserved. Retry shortly.');
 }
 

@@ -10,7 +10,8 @@ import amqp, { type Channel, type ChannelModel } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUED_VERSION } from '../core/purchase-state.ts';
 import { idempotencyKey, purchaseKey, saleKeys } from '../core/redis/keys.ts';
-import { AdmitCode, admit } from '../core/redis/scripts.ts';
+import { AdmitCode, admit, defineScripts } from '../core/redis/scripts.ts';
+import { Redis } from 'ioredis';
 import { idempotencyBodyHash } from '../api/purchase-service.ts';
 import { startSystem, type TestSystem } from './support/system.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
@@ -196,5 +197,62 @@ describe('Redis unreachable for reads', () => {
     proxy.restore();
     await back;
     await sys.assertInvariants();
+  });
+});
+
+describe('an admission whose reply never comes back (the script ran in Redis)', () => {
+  let sys: TestSystem;
+  let proxy: TcpProxy;
+  let direct: Redis;
+  beforeAll(async () => {
+    proxy = await startTcpProxy(Number(redisUrl.port || 6379), redisUrl.hostname);
+    const viaProxy = new URL(redisUrl);
+    viaProxy.port = String(proxy.port);
+    // The API talks to Redis through the proxy; the test reads Redis directly.
+    sys = await startSystem({ REDIS_URL: viaProxy.toString() }, { worker: false, workerEnv: { REDIS_URL: redisUrl.toString() } });
+    direct = new Redis(redisUrl.toString());
+    defineScripts(direct);
+  });
+  afterAll(async () => {
+    direct?.disconnect();
+    proxy?.restore();
+    await sys?.stop();
+    await proxy?.close();
+  });
+
+  it('when the shopper is told 503, then the admission is withdrawn: re-sent after the reconnect it is refused, and nothing is held or ordered', async () => {
+    const saleId = await sys.createSale({ stock: 2 });
+    const prefix = sys.config.REDIS_KEY_PREFIX;
+    const keys = saleKeys(prefix, saleId);
+    const userId = `slow-redis-${randomUUID()}`;
+    expect((await buy(sys, saleId, `loader-${randomUUID()}`)).status).toBe(202); // the sale is in Redis
+
+    proxy.muteReplies();
+    const refused = await buy(sys, saleId, userId);
+    expect(refused.status).toBe(503);
+    const rows = await sys.api.deps.db.purchase.findMany({ where: { saleId, userId } });
+    expect(rows).toMatchObject([{ status: 'withdrawn' }]);
+    const requestId = rows[0]!.requestId;
+    // The admission and the withdrawal both ran; their replies were lost. The reconnect re-sends both (ioredis
+    // re-sends what was in flight): the admission runs again, late, and must be refused.
+    const back = once(sys.redis, 'ready');
+    proxy.cut();
+    proxy.restore();
+    await back;
+    await sys.redis.ping();
+    expect(await direct.hget(keys.decided, requestId)).toBe('3');
+    expect(await direct.zscore(keys.inflight, requestId)).toBeNull();
+    expect(await direct.hget(keys.held, userId)).toBeNull();
+    const late = await admit(direct, keys, idempotencyKey(prefix, saleId, userId, ''), { requestId, userId, quantity: 1, nowMs: Date.now(), bodyHash: '', idemTtlS: 60, state: { body: '{}', version: QUEUED_VERSION, ttlS: 60 } });
+    expect(late).toEqual({ code: AdmitCode.Decided, value: '3' });
+
+    // Nothing for the sweeper to publish, and the shopper buys afresh.
+    await sys.startWorker();
+    const retried = await buy(sys, saleId, userId);
+    expect(retried.status).toBe(202);
+    expect((await sys.waitForFinal(saleId, retried.body.requestId)).status).toBe('succeeded');
+    expect(await sys.api.deps.db.order.count({ where: { saleId, userId } })).toBe(1);
+    expect(await sys.stats(saleId)).toMatchObject({ remaining: 0, pendingUnits: 0, inflightRequests: 0, ordersInDatabase: 2 });
+    await sys.worker!.stop();
   });
 });

@@ -39,6 +39,23 @@ function nodeOptions(url: string): RedisOptions {
   };
 }
 
+/** What a command past its deadline is refused with, before it was written (so it never ran). */
+const NOT_SENT_TIMEOUT = 'Command timed out before it was sent';
+
+/**
+ * True when a command that failed may still have run in Redis, or may run later: it timed out after it was written,
+ * or its connection was lost with it in flight (ioredis re-sends such commands after a reconnect, although their
+ * callers were told of the failure). False when Redis answered it with an error (it did not run) or it was never
+ * written (no connection, and no offline queue; or past its deadline before it was sent).
+ * Source: ioredis 6 built/Redis.js (`sendCommand`: "Stream isn't writeable", `commandTimeout`), built/redis/event_handler.js
+ * (`autoResendUnfulfilledCommands`).
+ */
+export function mayHaveRun(err: unknown): boolean {
+  if (!(err instanceof Error)) return true;
+  if (err.name === 'ReplyError') return false;
+  return !(err.message.startsWith("Stream isn't writeable") || err.message === NOT_SENT_TIMEOUT);
+}
+
 /** When a command issued through a deadline-bound cluster client stops being worth sending, ms since the epoch. */
 const DEADLINE = Symbol('deadline');
 type Timed = Command & { [DEADLINE]?: number };
@@ -60,7 +77,7 @@ type Timed = Command & { [DEADLINE]?: number };
  */
 function withDeadlines(cluster: Cluster, deadlineMs: number): Cluster {
   const expire = (command: Timed): unknown => {
-    if (!command.isSettled) command.reject(new Error('Command timed out'));
+    if (!command.isSettled) command.reject(new Error(NOT_SENT_TIMEOUT));
     return command.promise;
   };
   const send = cluster.sendCommand.bind(cluster);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import { purchaseKey, stockChannel, type SaleKeys } from './keys.ts';
 
-const SCRIPT_VERSION = 'v2';
+const SCRIPT_VERSION = 'v3';
 /** Each script's number of keys; `n`: as many as the call passes (declared first, as Redis Cluster requires). */
 const scripts = { admit: 8, decide: 6, release: 3, withdraw: 8, load: 6, 'put-state': 1, 'put-states': 'n', end: 1 } as const;
 type ScriptName = keyof typeof scripts;
@@ -24,6 +24,8 @@ export enum AdmitCode {
   OverLimit = 5,
   Duplicate = 6,
   SoldOut = 7,
+  /** The request has a decision already (it was withdrawn): never admitted again. */
+  Decided = 8,
 }
 
 /** Decision codes of `decide-6.lua`, also stored per request in the sale's decided hash. */

@@ -28,6 +28,9 @@
     5 OVER_LIMIT             value = the sale's per-user limit (units)
     6 DUPLICATE              value = requestId of the shopper's latest request ("" when Redis does not know it)
     7 SOLD_OUT               every remaining unit is sold or held by a request in the queue
+    8 DECIDED                value = its decision code: the request was withdrawn (its shopper was told 503) or
+                             decided, and is never admitted again. A run of this script can come late: ioredis
+                             re-sends a command after a reconnect although its caller timed out and withdrew it.
 ]]
 local rcall = redis.call
 local requestId, userId, quantity, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -36,6 +39,8 @@ local bodyHash = ARGV[5]
 local sale = rcall("HMGET", KEYS[1], "remaining", "pending", "limit", "starts", "ends", "epoch")
 if not sale[1] then return {3, ""} end
 if rcall("ZSCORE", KEYS[4], requestId) then return {0, sale[6]} end
+local decision = rcall("HGET", KEYS[6], requestId)
+if decision then return {8, decision} end
 
 if bodyHash ~= "" then
   local seen = rcall("GET", KEYS[7])
