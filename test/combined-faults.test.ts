@@ -14,7 +14,7 @@ import { AdmitCode, admit, defineScripts } from '../core/redis/scripts.ts';
 import { Redis } from 'ioredis';
 import { idempotencyBodyHash } from '../api/purchase-service.ts';
 import { startSystem, type TestSystem } from './support/system.ts';
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.ts';
 
 const amqpUrl = new URL(process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672');
 const redisUrl = new URL(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
@@ -85,11 +85,10 @@ describe('a publish whose confirm never comes back (the frame reached the broker
   let ch: Channel;
   let direct: ChannelModel;
   beforeAll(async () => {
-    proxy = await startTcpProxy(Number(amqpUrl.port || 5672), amqpUrl.hostname);
-    const viaProxy = new URL(amqpUrl);
-    viaProxy.port = String(proxy.port);
+    const via = await proxyFor(amqpUrl.toString());
+    proxy = via.proxy;
     // The API publishes through the proxy; the worker (started later) and the test talk to the broker directly.
-    sys = await startSystem({ AMQP_URL: viaProxy.toString(), PUBLISH_TIMEOUT_MS: '500' }, { worker: false, workerEnv: { AMQP_URL: amqpUrl.toString() } });
+    sys = await startSystem({ AMQP_URL: via.url, PUBLISH_TIMEOUT_MS: '500' }, { worker: false, workerEnv: { AMQP_URL: amqpUrl.toString() } });
     direct = await amqp.connect(amqpUrl.toString());
     ch = await direct.createChannel();
   });
@@ -168,10 +167,9 @@ describe('Redis unreachable for reads', () => {
   let sys: TestSystem;
   let proxy: TcpProxy;
   beforeAll(async () => {
-    proxy = await startTcpProxy(Number(redisUrl.port || 6379), redisUrl.hostname);
-    const viaProxy = new URL(redisUrl);
-    viaProxy.port = String(proxy.port);
-    sys = await startSystem({ REDIS_URL: viaProxy.toString() }, { workerEnv: { REDIS_URL: redisUrl.toString() } });
+    const via = await proxyFor(redisUrl.toString());
+    proxy = via.proxy;
+    sys = await startSystem({ REDIS_URL: via.url }, { workerEnv: { REDIS_URL: redisUrl.toString() } });
   });
   afterAll(async () => {
     proxy?.restore();
@@ -205,11 +203,10 @@ describe('an admission whose reply never comes back (the script ran in Redis)', 
   let proxy: TcpProxy;
   let direct: Redis;
   beforeAll(async () => {
-    proxy = await startTcpProxy(Number(redisUrl.port || 6379), redisUrl.hostname);
-    const viaProxy = new URL(redisUrl);
-    viaProxy.port = String(proxy.port);
+    const via = await proxyFor(redisUrl.toString());
+    proxy = via.proxy;
     // The API talks to Redis through the proxy; the test reads Redis directly.
-    sys = await startSystem({ REDIS_URL: viaProxy.toString() }, { worker: false, workerEnv: { REDIS_URL: redisUrl.toString() } });
+    sys = await startSystem({ REDIS_URL: via.url }, { worker: false, workerEnv: { REDIS_URL: redisUrl.toString() } });
     direct = new Redis(redisUrl.toString());
     defineScripts(direct);
   });

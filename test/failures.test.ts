@@ -7,15 +7,14 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { saleKeys } from '../core/redis/keys.ts';
 import { startSystem, ADMIN_TOKEN, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.ts';
 
 let sys: TestSystem;
 let proxy: TcpProxy;
 beforeAll(async () => {
-  proxy = await startTcpProxy(Number(new URL(TEST_DATABASE_URL).port || 5432));
-  const viaProxy = new URL(TEST_DATABASE_URL);
-  viaProxy.port = String(proxy.port);
-  sys = await startSystem({ RETRY_DELAYS_MS: '300,1000,2000' }, { workerEnv: { DATABASE_URL: viaProxy.toString() } });
+  const via = await proxyFor(TEST_DATABASE_URL);
+  proxy = via.proxy;
+  sys = await startSystem({ RETRY_DELAYS_MS: '300,1000,2000' }, { workerEnv: { DATABASE_URL: via.url } });
 });
 afterAll(async () => {
   proxy?.restore();

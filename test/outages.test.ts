@@ -8,19 +8,16 @@ import { once } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startSystem, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.ts';
 
 let sys: TestSystem;
 let proxy: TcpProxy;
 let pgProxy: TcpProxy;
 beforeAll(async () => {
-  const amqpUrl = new URL(process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672');
-  proxy = await startTcpProxy(Number(amqpUrl.port || 5672), amqpUrl.hostname);
-  amqpUrl.port = String(proxy.port);
-  const dbUrl = new URL(TEST_DATABASE_URL);
-  pgProxy = await startTcpProxy(Number(dbUrl.port || 5432), dbUrl.hostname);
-  dbUrl.port = String(pgProxy.port);
-  sys = await startSystem({ AMQP_URL: amqpUrl.toString(), DATABASE_URL: dbUrl.toString() });
+  const amqp = await proxyFor(process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672');
+  const pg = await proxyFor(TEST_DATABASE_URL);
+  [proxy, pgProxy] = [amqp.proxy, pg.proxy];
+  sys = await startSystem({ AMQP_URL: amqp.url, DATABASE_URL: pg.url });
 });
 afterAll(async () => {
   proxy?.restore();

@@ -62,3 +62,16 @@ export async function startTcpProxy(targetPort: number | readonly number[], targ
     },
   };
 }
+
+const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'redis:': 6379, 'postgresql:': 5432, 'postgres:': 5432 };
+
+/**
+ * A proxy in front of the service a URL names. @returns the proxy and the same URL pointing at it (credentials,
+ * path and query kept).
+ */
+export async function proxyFor(serviceUrl: string): Promise<{ proxy: TcpProxy; url: string }> {
+  const u = new URL(serviceUrl);
+  const proxy = await startTcpProxy(Number(u.port || DEFAULT_PORTS[u.protocol]), u.hostname);
+  u.port = String(proxy.port);
+  return { proxy, url: u.toString() };
+}
