@@ -100,6 +100,9 @@ function cell(row, text) {
   return td;
 }
 
+/** What an End-now click answered, per sale: kept across the re-renders of each snapshot. */
+const endOutcomes = new Map();
+
 function renderSales(sales) {
   const body = $('sales');
   const rows = sales.map((s) => {
@@ -109,12 +112,18 @@ function renderSales(sales) {
     for (const v of [s.stock, s.remaining, s.held, s.inflight, s.orders.pending_payment, s.orders.paid, s.orders.expired]) cell(tr, v);
     tr.children[2].dataset.testid = 'remaining';
     const end = document.createElement('button');
-    end.textContent = 'End now';
+    end.textContent = endOutcomes.get(s.id) ?? 'End now';
+    end.disabled = endOutcomes.has(s.id);
     end.dataset.testid = `end-${s.id}`;
     end.addEventListener('click', async () => {
       end.disabled = true;
+      endOutcomes.set(s.id, 'Ending…');
       const res = await api(`/api/admin/sales/${s.id}/end`, { method: 'POST' });
-      end.textContent = res.ok ? 'Ended' : `Failed (${res.status})`;
+      const outcome = res.ok ? 'Ended' : `Failed (${res.status})`;
+      endOutcomes.set(s.id, outcome);
+      // The row may have been drawn again since the click (a snapshot a second): label the one on the page.
+      const current = document.querySelector(`[data-testid="end-${s.id}"]`) ?? end;
+      current.textContent = outcome;
     });
     cell(tr, '').append(end);
     return tr;
