@@ -102,6 +102,7 @@ describe('operator dashboard', () => {
     await page.click(`[data-testid=end-${saleId}]`);
     // The button says so until the next snapshot leaves the ended sale out of the live list.
     await page.waitForFunction((id) => {
+      const { document } = globalThis as unknown as { document: { querySelector(s: string): { textContent: string | null } | null } };
       const end = document.querySelector(`[data-testid="end-${id}"]`);
       return !end || end.textContent === 'Ended';
     }, saleId);
