@@ -3,6 +3,7 @@
  * prefixes and connections.
  */
 import type { CoreDeps } from '../core/deps.ts';
+import type { RedisClient } from '../core/redis/client.ts';
 import type { ApiMetrics } from './metrics.ts';
 import type { OpenStreams } from './open-streams.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
@@ -11,6 +12,8 @@ import type { SoldOutCache } from './sold-out-cache.ts';
 
 export interface ApiDeps extends CoreDeps {
   events: PurchaseEvents;
+  /** The sharded pub/sub subscriber connection: purchase events and waiting-room counter changes. */
+  shardedSub: RedisClient;
   /** Publishes admitted purchases, one message per event-loop turn. */
   purchases: PurchasePublisher;
   soldOut: SoldOutCache;

@@ -70,7 +70,7 @@ export async function startApi(
   let draining = false;
   const streams = new OpenStreams();
   const deps: ApiDeps = {
-    config, logger, db, redis, broker, topology: topo, events, soldOut, purchases, streams, draining: () => draining,
+    config, logger, db, redis, broker, topology: topo, events, shardedSub, soldOut, purchases, streams, draining: () => draining,
     ...(metrics ? { metrics } : {}),
   };
   const app = createApp(deps);

@@ -4,7 +4,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { findSale } from '../core/sales.ts';
-import { JoinCode, advanceQueue, joinQueue, queueKeys, type QueueSnapshot } from '../core/waiting-room/scripts.ts';
+import { JoinCode, advanceQueue, joinQueue, queueKeys, type AdvanceOptions, type QueueSnapshot, type Ticket } from '../core/waiting-room/scripts.ts';
 import { findWaitingRoom, loadWaitingRoom, type WaitingRoom } from '../core/waiting-room/settings.ts';
 import { ticketView, type TicketView } from '../core/waiting-room/view.ts';
 import { mintAdmissionToken } from './admission-token.ts';
@@ -26,24 +26,31 @@ async function reload(d: ApiDeps, w: WaitingRoom): Promise<void> {
   if (sale) await loadWaitingRoom(d.redis, d.config.REDIS_KEY_PREFIX, w, sale);
 }
 
+/** The options every advance of this node uses: the abandon time, and a burst tolerance of two ticks (see README). */
+export function advanceOptions(d: ApiDeps): AdvanceOptions {
+  return { abandonMs: d.config.QUEUE_ABANDON_SECONDS * 1000, burstMs: 2 * d.config.QUEUE_TICK_MS };
+}
+
 /** Advances the queue and reads `userId`'s ticket ("" for none), loading the settings if Redis lost them. */
-export async function advance(d: ApiDeps, w: WaitingRoom, userId: string, present: string[] = []): Promise<QueueSnapshot> {
+export async function advance(d: ApiDeps, w: WaitingRoom, userId: string): Promise<QueueSnapshot> {
   const keys = queueKeys(d.config.REDIS_KEY_PREFIX, w.saleId);
-  const abandonMs = d.config.QUEUE_ABANDON_SECONDS * 1000;
-  let snap = await advanceQueue(d.redis, keys, userId, abandonMs, present);
+  let snap = await advanceQueue(d.redis, keys, userId, advanceOptions(d));
   if (!snap.loaded) {
     await reload(d, w);
-    snap = await advanceQueue(d.redis, keys, userId, abandonMs, present);
+    snap = await advanceQueue(d.redis, keys, userId, advanceOptions(d));
   }
   return snap;
 }
 
-/** The answer for a snapshot holding the shopper's ticket: its view, plus the admission token once admitted. */
-export function answerOf(d: ApiDeps, saleId: string, userId: string, snap: QueueSnapshot): QueueAnswer {
-  const view = ticketView(saleId, snap);
+/**
+ * The answer for ticket `t` (by default the snapshot's own, which must then be set) under counter `snap`: its
+ * view, plus the admission token once admitted.
+ */
+export function answerOf(d: ApiDeps, saleId: string, userId: string, snap: QueueSnapshot, t: Ticket = snap.ticket!): QueueAnswer {
+  const view = ticketView(saleId, snap, t);
   return {
     ...view,
-    ...(view.state === 'admitted' ? { admissionToken: mintAdmissionToken(d.config.JWT_SECRET, userId, saleId, snap.ticket!.sessionEnd) } : {}),
+    ...(view.state === 'admitted' ? { admissionToken: mintAdmissionToken(d.config.JWT_SECRET, userId, saleId, t.sessionEnd) } : {}),
     queueUrl: `/api/sales/${saleId}/queue`,
   };
 }

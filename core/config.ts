@@ -101,8 +101,11 @@ const schema = z
     REQUEST_LOG_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
     /** A waiting ticket with no poll or open stream for this long drops out when it reaches the head, s. */
     QUEUE_ABANDON_SECONDS: int(1).default(30),
-    /** How often a node advances the serving counter of each sale it streams queue events for, ms. */
-    QUEUE_TICK_MS: int(50).default(1000),
+    /**
+     * How often a node advances the serving counter of each sale it streams queue events for, ms; twice this is the
+     * admission rate's burst tolerance (see queue-advance-11.lua).
+     */
+    QUEUE_TICK_MS: int(50).max(10_000).default(250),
     /** Rate limits on (`on`) or off (`off`: load tests from one address). */
     RATE_LIMITS: z.enum(['on', 'off']).default('on'),
     /** Requests per client IP on every route. */

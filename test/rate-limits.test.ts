@@ -1,7 +1,8 @@
 /**
  * Rate limits and connection caps against the real Redis: limits shared by two API nodes, 429 with Retry-After and
  * the IETF RateLimit headers, X-Forwarded-For honoured only from trusted proxies, the demo login and the admin
- * token's failure budget, and event streams capped per shopper, ended after their lifetime with a `retry:` hint.
+ * token's failure budget, and event streams (purchases, waiting room) capped per shopper, ended after their lifetime
+ * with a `retry:` hint.
  * No worker: purchases stay queued, so their event streams stay open.
  */
 import { randomUUID } from 'node:crypto';
@@ -115,6 +116,19 @@ describe('client addresses', () => {
 });
 
 describe('demo login and admin token', () => {
+  it('when a shopper reads its queue ticket and opens its queue stream past the poll limit, then 429', async () => {
+    const http = appWith({ RATE_LIMIT_POLL: '2/60' });
+    const saleId = await sys.createSale({ stock: 5, waitingRoom: { admissionsPerMinute: 60, maxInside: 10 } });
+    const auth = { Authorization: `Bearer ${await sys.token(`queue-poll-${randomUUID()}`)}` };
+    const statuses = [
+      (await http.get(`/api/sales/${saleId}/queue/me`).set(auth)).status,
+      (await http.get(`/api/sales/${saleId}/queue/events`).set(auth)).status,
+      (await http.get(`/api/sales/${saleId}/queue/me`).set(auth)).status,
+      (await http.get(`/api/sales/${saleId}/queue/events`).set(auth)).status,
+    ];
+    expect(statuses).toEqual([404, 404, 429, 429]); // no ticket yet: read and stream answer 404 until the limit
+  });
+
   it('when one address logs in too often, then 429', async () => {
     const http = appWith({ RATE_LIMIT_LOGIN: '2/60' });
     const statuses = [];
@@ -175,6 +189,26 @@ describe('event streams', () => {
     }
     // The slots came back when the streams ended.
     const again = await stream(url, token, /event: status/);
+    expect(again.status).toBe(200);
+    await again.text;
+  });
+
+  it('when a shopper opens more waiting-room streams than allowed, then the next gets 429; every stream carries retry: and ends after its lifetime', async () => {
+    const saleId = await sys.createSale({ stock: 5, startsAt: new Date(Date.now() + 3_600_000).toISOString(), waitingRoom: { admissionsPerMinute: 60, maxInside: 10 } });
+    const token = await sys.token(`queue-streams-${randomUUID()}`);
+    expect((await sys.http.post(`/api/sales/${saleId}/queue`).set('Authorization', `Bearer ${token}`).send({})).status).toBe(201);
+    const url = `${sys.url}/api/sales/${saleId}/queue/events`;
+    const open = [await stream(url, token), await stream(url, token)];
+    expect(open.map((s) => s.status)).toEqual([200, 200]);
+    const third = await stream(url, token);
+    expect(third.status).toBe(429);
+    expect(JSON.parse(await third.text).type).toBe('/problems/rate-limited');
+    // The ticket stays in the pre-queue: the streams end only because their lifetime is over.
+    for (const text of await Promise.all(open.map((s) => s.text))) {
+      expect(text).toMatch(/^retry: 750$/m);
+      expect(text).toContain('"state":"prequeue"');
+    }
+    const again = await stream(url, token, /event: queue/);
     expect(again.status).toBe(200);
     await again.text;
   });

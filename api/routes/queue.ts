@@ -13,8 +13,10 @@ import { requireAdmin, requireShopper } from '../auth.ts';
 import type { ApiDeps } from '../deps.ts';
 import { answering, problems } from '../problem.ts';
 import { issueChallenge, joinBody, joinThroughDoor } from '../queue-door.ts';
-import { advance, answerOf, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
-import { QueueStreams } from '../queue-streams.ts';
+import { advance, readTicket, roomOf, type QueueAnswer } from '../queue-service.ts';
+import { queueStreamsOf, type OpenedStream } from '../queue-streams.ts';
+import { rateLimitsOf } from '../rate-limit.ts';
+import { StreamSlots, streamSlot } from '../stream-slots.ts';
 import { parse, uuidParam } from '../validate.ts';
 
 function saleIdOf(params: Record<string, unknown>): string {
@@ -24,7 +26,9 @@ function saleIdOf(params: Record<string, unknown>): string {
 export function queueRoutes(d: ApiDeps): Router {
   const r = Router();
   const shopper = requireShopper(d.config.JWT_SECRET);
-  const streams = new QueueStreams(d);
+  const streams = queueStreamsOf(d);
+  const limits = rateLimitsOf(d);
+  const slot = streamSlot(new StreamSlots(d.config.SSE_STREAMS_PER_SHOPPER), d.config.SSE_RETRY_MS);
 
   // Stateless and bounded like every route by the per-IP limit: see api/queue-door.ts for its cost.
   r.get('/api/sales/:saleId/queue/challenge', shopper, answering(async (req, res) => {
@@ -39,7 +43,7 @@ export function queueRoutes(d: ApiDeps): Router {
     res.status(created ? 201 : 200).location(`${answer.queueUrl}/me`).set('Cache-Control', 'no-store').json(answer);
   }));
 
-  r.get('/api/sales/:saleId/queue/me', shopper, answering(async (req, res) => {
+  r.get('/api/sales/:saleId/queue/me', shopper, limits.poll, answering(async (req, res) => {
     const answer = await readTicket(d, saleIdOf(req.params), req.userId!);
     const etag = `"${createHash('sha1').update(JSON.stringify(answer)).digest('base64url')}"`;
     res.set({ ETag: etag, 'Cache-Control': 'private, no-cache' });
@@ -50,30 +54,48 @@ export function queueRoutes(d: ApiDeps): Router {
     res.json(answer);
   }));
 
-  r.get('/api/sales/:saleId/queue/events', shopper, answering(async (req, res) => {
+  // Like the purchase streams: a `retry:` field, a lifetime, a cap per shopper, the poll limit on each open, and a
+  // clean end at shutdown; the view itself comes from the node's one subscription per sale (queue-streams.ts).
+  r.get('/api/sales/:saleId/queue/events', shopper, limits.poll, slot, answering(async (req, res) => {
     const saleId = saleIdOf(req.params);
     const userId = req.userId!;
     const room = await roomOf(d, saleId);
-    const first = await advance(d, room, userId);
-    if (!first.ticket) throw problems.notFound(`You have no ticket for sale ${saleId}: POST /api/sales/${saleId}/queue to join.`);
-    openEventStream(res);
+    let closed = false;
     let last = '';
-    let remove: (() => void) | undefined;
-    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
+    let heartbeat: NodeJS.Timeout | undefined;
+    let lifetime: NodeJS.Timeout | undefined;
+    let opened: OpenedStream | undefined;
+    let unregister: (() => void) | undefined;
     const close = () => {
+      if (closed) return;
+      closed = true;
       clearInterval(heartbeat);
-      remove?.();
+      clearTimeout(lifetime);
+      opened?.close();
+      unregister?.();
       res.end();
     };
     const send = (a: QueueAnswer) => {
+      if (closed) return;
       const json = JSON.stringify(a);
       if (json !== last) res.write(`event: queue\ndata: ${json}\n\n`);
       last = json;
       if (isFinalTicket(a.state) || a.state === 'admitted') close();
     };
-    res.on('close', close);
-    remove = streams.add(room, { userId, ticket: first.ticket, send });
-    send(answerOf(d, saleId, userId, first));
+    res.on('close', close); // the client may leave while the ticket is read
+    opened = await streams.open(room, userId);
+    if (!opened) {
+      closed = true;
+      throw problems.notFound(`You have no ticket for sale ${saleId}: POST /api/sales/${saleId}/queue to join.`);
+    }
+    if (closed) return opened.close();
+    openEventStream(res);
+    unregister = d.streams.add(res, close);
+    heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
+    lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
+    res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
+    send(opened.first);
+    if (!closed) opened.start(send, close);
   }));
 
   r.get('/api/admin/sales/:saleId/queue', requireAdmin(d.config.ADMIN_TOKEN), answering(async (req, res) => {

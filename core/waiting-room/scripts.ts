@@ -1,18 +1,19 @@
 /**
  * Keys and typed wrappers of the waiting-room scripts (`core/redis/scripts/queue-*.lua`, headers there). Every key
- * is under the sale's hash tag, next to the sale's own keys, so a script can read the sale's stock and decisions.
+ * is under the sale's hash tag, next to the sale's own keys, so a script can read the sale's stock and decisions;
+ * the sale's channel (sharded pub/sub) is in the same slot, so on a cluster only the shard holding it carries it.
  */
 import { readFileSync } from 'node:fs';
 import type { RedisClient as Redis } from '../redis/client.ts';
 import { saleKeys } from '../redis/keys.ts';
 
-const VERSION = 'v1';
-const scripts = { 'queue-join': 7, 'queue-advance': 10, 'queue-load': 1 } as const;
+const VERSION = 'v2';
+const scripts = { 'queue-join': 7, 'queue-advance': 11, 'queue-load': 1, 'queue-touch': 4 } as const;
 type Name = keyof typeof scripts;
 const commandName = (name: Name) => `fs_${name.replace('-', '_')}_${VERSION}`;
 const defined = new WeakSet<Redis>();
 
-/** The keys of one sale's waiting room. */
+/** The keys of one sale's waiting room, and its channel. */
 export interface QueueKeys {
   queue: string;
   tickets: string;
@@ -21,9 +22,13 @@ export interface QueueKeys {
   pool: string;
   seen: string;
   inside: string;
+  /** The pre-queue being shuffled (exists only while the shuffle runs). */
+  shuffle: string;
   sale: string;
   last: string;
   decided: string;
+  /** Sharded pub/sub channel announcing each change of the serving counter. */
+  channel: string;
 }
 
 /** Builds the waiting-room keys of sale `saleId` under `prefix`. */
@@ -38,9 +43,11 @@ export function queueKeys(prefix: string, saleId: string): QueueKeys {
     pool: `${base}:pool`,
     seen: `${base}:seen`,
     inside: `${base}:inside`,
+    shuffle: `${base}:shuffle`,
     sale: s.sale,
     last: s.last,
     decided: s.decided,
+    channel: `${base}:changes`,
   };
 }
 
@@ -80,7 +87,18 @@ export async function joinQueue(redis: Redis, k: QueueKeys, userId: string, draw
   return { code: reply[0] as JoinCode, value: Number(reply[1]) };
 }
 
-/** The queue after an advance, and one shopper's ticket. Times in ms (Redis's clock). */
+/** One shopper's ticket. place: > 0 a place in line, 0 in the pre-queue before the shuffle, -1 in the draw pool. */
+export interface Ticket {
+  number: number;
+  place: number;
+  status: 'w' | 'a' | 'd' | 'x';
+  /** End of the session once admitted, ms (Redis's clock). */
+  sessionEnd: number;
+  /** 0-based rank in the draw pool, -1 when not in it. */
+  poolRank: number;
+}
+
+/** The serving counter as announced or read, and maybe one shopper's ticket. Times in ms (Redis's clock). */
 export interface QueueSnapshot {
   loaded: boolean;
   now: number;
@@ -90,24 +108,51 @@ export interface QueueSnapshot {
   waitingPool: number;
   inside: number;
   soldOut: boolean;
+  /** The sale has started and its pre-queue is shuffled: admissions may run. */
   started: boolean;
-  /** Time between two admissions, ms. */
-  intervalMs: number;
-  ticket?: { number: number; place: number; status: 'w' | 'a' | 'd' | 'x'; sessionEnd: number; poolRank: number };
+  /** Time between two admissions, µs. */
+  intervalUs: number;
+  /** When these settings were loaded into Redis (ms): with `version`, orders snapshots across a Redis that lost them. */
+  loadedAt: number;
+  /** Count of announced changes since the load. */
+  version: number;
+  /** Draw-pool tickets served so far, count: a pool rank read at poolServed p has moved up by poolServed - p since. */
+  poolServed: number;
+  /** A per-call bound stopped the script's work (a shuffle chunk, admissions): call again. */
+  more: boolean;
+  ticket?: Ticket;
+}
+
+/** True when snapshot `a` describes a later state of the counter than `b`. */
+export function isNewer(a: QueueSnapshot, b: QueueSnapshot | undefined): boolean {
+  return !b || a.loadedAt > b.loadedAt || (a.loadedAt === b.loadedAt && a.version > b.version);
+}
+
+function ticketOf(no: unknown, place: unknown, status: unknown, ends: unknown, rank: unknown): Ticket | undefined {
+  return Number(no) > 0 ? { number: Number(no), place: Number(place), status: String(status) as Ticket['status'], sessionEnd: Number(ends), poolRank: Number(rank) } : undefined;
+}
+
+/** Options of an advance: what counts as abandoned and how much burst the rate tolerates. */
+export interface AdvanceOptions {
+  /** A waiting ticket without a poll or stream for this long is dropped at the head, ms. */
+  abandonMs: number;
+  /** The rate's burst tolerance tau, ms (see queue-advance-11.lua: at most floor((W + tau) / T) + 1 in any W). */
+  burstMs: number;
 }
 
 /**
- * Advances the serving counter (see `queue-advance-10.lua`) and reads `userId`'s ticket ("" for none).
- * @param present - users whose streams this node holds (marked seen). @param abandonMs - ms without a poll.
+ * Advances the serving counter (see `queue-advance-11.lua`; a change is announced on `k.channel`) and reads
+ * `userId`'s ticket ("" for none). @throws Error on a bad reply.
  */
-export async function advanceQueue(redis: Redis, k: QueueKeys, userId: string, abandonMs: number, present: string[] = []): Promise<QueueSnapshot> {
-  const reply = await run(redis, 'queue-advance', [k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside, k.sale, k.last, k.decided], [
-    userId,
-    abandonMs,
-    ...present,
-  ]);
-  if (!Array.isArray(reply) || reply.length !== 14 || typeof reply[0] !== 'number') throw unexpected('queue-advance', reply);
-  const [code, now, serving, placed, pool, inside, soldOut, started, interval, no, place, status, ends, rank] = reply;
+export async function advanceQueue(redis: Redis, k: QueueKeys, userId: string, o: AdvanceOptions): Promise<QueueSnapshot> {
+  const reply = await run(
+    redis,
+    'queue-advance',
+    [k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside, k.sale, k.last, k.decided, k.shuffle],
+    [userId, o.abandonMs, o.burstMs, k.channel],
+  );
+  if (!Array.isArray(reply) || reply.length !== 18 || typeof reply[0] !== 'number') throw unexpected('queue-advance', reply);
+  const [code, now, serving, placed, pool, inside, soldOut, started, interval, loaded, version, poolServed, more, no, place, status, ends, rank] = reply;
   return {
     loaded: code === 0,
     now: Number(now),
@@ -117,9 +162,50 @@ export async function advanceQueue(redis: Redis, k: QueueKeys, userId: string, a
     inside: Number(inside),
     soldOut: soldOut === 1,
     started: started === 1,
-    intervalMs: Number(interval),
-    ticket: Number(no) > 0 ? { number: Number(no), place: Number(place), status: String(status) as 'w', sessionEnd: Number(ends), poolRank: Number(rank) } : undefined,
+    intervalUs: Number(interval),
+    loadedAt: Number(loaded),
+    version: Number(version),
+    poolServed: Number(poolServed),
+    more: more === 1,
+    ticket: ticketOf(no, place, status, ends, rank),
   };
+}
+
+/** Reads a change announced on a sale's channel (see queue-advance-11.lua). @returns undefined when malformed. */
+export function parseQueueChange(message: string): QueueSnapshot | undefined {
+  const f = message.split('|').map(Number);
+  if (f.length !== 11 || f.some((n) => !Number.isFinite(n))) return undefined;
+  const [loadedAt, version, now, serving, waitingPlaced, waitingPool, inside, soldOut, started, intervalUs, poolServed] = f as [number, ...number[]];
+  return {
+    loaded: true,
+    loadedAt,
+    version: version!,
+    now: now!,
+    serving: serving!,
+    waitingPlaced: waitingPlaced!,
+    waitingPool: waitingPool!,
+    inside: inside!,
+    soldOut: soldOut === 1,
+    started: started === 1,
+    intervalUs: intervalUs!,
+    poolServed: poolServed!,
+    more: false,
+  };
+}
+
+/**
+ * Marks shoppers with open streams as present and reads their tickets (see `queue-touch-4.lua`).
+ * @returns poolServed at the read, and each shopper's ticket (undefined when they have none), in `userIds` order.
+ */
+export async function touchTickets(redis: Redis, k: QueueKeys, userIds: string[]): Promise<{ poolServed: number; tickets: (Ticket | undefined)[] }> {
+  const reply = await run(redis, 'queue-touch', [k.queue, k.tickets, k.seen, k.pool], userIds);
+  if (!Array.isArray(reply) || reply.length !== 1 + 2 * userIds.length) throw unexpected('queue-touch', reply);
+  const tickets: (Ticket | undefined)[] = [];
+  for (let i = 1; i < reply.length; i += 2) {
+    const m = /^(\d+)\|(-?\d+)\|([a-z])\|(\d+)$/.exec(String(reply[i]));
+    tickets.push(m ? ticketOf(m[1], m[2], m[3], m[4], reply[i + 1]) : undefined);
+  }
+  return { poolServed: Number(reply[0]), tickets };
 }
 
 /** Settings as loaded into Redis. Times in ms. */
@@ -127,15 +213,29 @@ export interface QueueLoad {
   opensMs: number;
   startsMs: number;
   endsMs: number;
-  intervalMs: number;
+  admissionsPerMinute: number;
   cap: number;
   sessionMs: number;
   order: 'fifo' | 'random';
   seed: number;
 }
 
-/** Loads a waiting room's settings unless Redis has them (see `queue-load-1.lua`). @returns true when loaded. */
+/**
+ * Loads a waiting room's settings unless Redis has them (see `queue-load-1.lua`). The admission interval is
+ * rounded up to a whole µs, so admissions never exceed the configured rate (600,000 a minute is 100 µs exactly).
+ * @returns true when loaded.
+ */
 export async function loadQueue(redis: Redis, k: QueueKeys, s: QueueLoad): Promise<boolean> {
-  const reply = await run(redis, 'queue-load', [k.queue], [s.opensMs, s.startsMs, s.endsMs, s.intervalMs, s.cap, s.sessionMs, s.order, s.seed]);
+  const reply = await run(redis, 'queue-load', [k.queue], [
+    s.opensMs,
+    s.startsMs,
+    s.endsMs,
+    Math.ceil(60_000 / s.admissionsPerMinute),
+    s.cap,
+    s.sessionMs,
+    s.order,
+    s.seed,
+    Math.ceil(60_000_000 / s.admissionsPerMinute),
+  ]);
   return reply === 1;
 }

@@ -56,11 +56,6 @@ export function waitingRoomCreate(w: WaitingRoomInput, startsAt: Date) {
   };
 }
 
-/** Time between two admissions, ms: rounded up, so admissions never exceed the configured rate. */
-export function admissionIntervalMs(w: Pick<WaitingRoom, 'admissionsPerMinute'>): number {
-  return Math.ceil(60_000 / w.admissionsPerMinute);
-}
-
 const known = new Map<string, WaitingRoom | null>();
 const KNOWN_MAX = 10_000;
 
@@ -114,7 +109,7 @@ export async function loadWaitingRoom(
     opensMs: w.opensAt.getTime(),
     startsMs: sale.startsAt.getTime(),
     endsMs: sale.endsAt?.getTime() ?? 0,
-    intervalMs: admissionIntervalMs(w),
+    admissionsPerMinute: w.admissionsPerMinute,
     cap: w.maxInside,
     sessionMs: w.sessionSeconds * 1000,
     order: w.order,

@@ -8,7 +8,7 @@
  * among the draws. `estimatedWaitSeconds` = ahead × the admission interval (ahead ÷ rate): it assumes the cap inside
  * does not stop admissions, so it is a lower bound when the cap is reached.
  */
-import type { QueueSnapshot } from './scripts.ts';
+import type { QueueSnapshot, Ticket } from './scripts.ts';
 
 export type TicketState = 'prequeue' | 'waiting' | 'admitted' | 'done' | 'sold_out' | 'expired';
 
@@ -24,9 +24,8 @@ export interface TicketView {
   sessionExpiresAt?: string;
 }
 
-/** The shopper-visible view of `snap.ticket` (which must be set). */
-export function ticketView(saleId: string, snap: QueueSnapshot): TicketView {
-  const t = snap.ticket!;
+/** The shopper-visible view of ticket `t` (by default `snap.ticket`, which must then be set) under counter `snap`. */
+export function ticketView(saleId: string, snap: QueueSnapshot, t: Ticket = snap.ticket!): TicketView {
   let state: TicketState;
   if (t.status === 'd') state = 'done';
   else if (t.status === 'x') state = 'expired';
@@ -44,7 +43,7 @@ export function ticketView(saleId: string, snap: QueueSnapshot): TicketView {
     state,
     position: ahead === null ? null : ahead + 1,
     ahead,
-    estimatedWaitSeconds: ahead === null ? null : Math.ceil((ahead * snap.intervalMs) / 1000),
+    estimatedWaitSeconds: ahead === null ? null : Math.ceil((ahead * snap.intervalUs) / 1_000_000),
     ...(state === 'admitted' ? { sessionExpiresAt: new Date(t.sessionEnd).toISOString() } : {}),
   };
 }
