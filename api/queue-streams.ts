@@ -34,9 +34,9 @@ const SEND_CHUNK = 500;
 export const POSITION_EVERY_MS = 1000;
 /**
  * Views one node recomputes per second and sale in a positions-only pass, count: bounds the pass's cost whatever
- * the streams (50,000 streams on a node: a position every 2.5 s). A state change (sold out, started) is not paced.
+ * the streams (50,000 streams on a node: a position every 5 s). A state change (sold out, started) is not paced.
  */
-export const POSITION_SENDS_PER_S = 20_000;
+export const POSITION_SENDS_PER_S = 10_000;
 /** Most advance calls one tick makes for one sale while the script reports more to do (a 100,000 shuffle: ~70). */
 const MAX_CALLS_PER_TICK = 500;
 

@@ -5,8 +5,8 @@
  * the status, the time taken, the client address and the user agent are logged: never a header, so never a token
  * or a cookie. The line has pino-http's shape (`req`, `res`, `responseTime`), so tools reading either agree.
  *
- * Quiet on the hot paths: the routine answers of the purchase routes (202, 304, and the expected 409s) and of the
- * status reads are logged for a sample of REQUEST_LOG_SAMPLE of them (a flash crowd would otherwise write a line
+ * Quiet on the hot paths: the routine answers of the purchase routes (202, 304, and the expected 409s), of the
+ * status reads and of the waiting room's ticket reads and streams are logged for a sample of REQUEST_LOG_SAMPLE of them (a flash crowd would otherwise write a line
  * per shopper); every 4xx elsewhere is logged at `info`, every 5xx at `error`. Probes and scrapes (`/healthz`,
  * `/readyz`, `/metrics`) are not logged.
  *
@@ -27,6 +27,9 @@ export const HOT_ROUTES = new Set([
   '/api/sales/:saleId/purchases',
   '/api/sales/:saleId/purchases/:requestId',
   '/api/purchases/:requestId',
+  // A waiting room's crowd reads its tickets and holds streams on these.
+  '/api/sales/:saleId/queue/me',
+  '/api/sales/:saleId/queue/events',
 ]);
 const UNLOGGED = new Set(['/healthz', '/readyz', '/metrics']);
 

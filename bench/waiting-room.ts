@@ -1,45 +1,317 @@
 /**
- * `npm run bench:queue`: the waiting room's join script and its memory, straight against Redis (no HTTP): 100,000
- * tickets taken at 64 concurrent calls on a pre-queue, then one advance that shuffles them all, then Redis's own
- * MEMORY USAGE of the queue's keys divided by the tickets. On its own key prefix; deletes what it wrote.
- * QUEUE_BENCH_TICKETS overrides the count.
+ * `npm run bench:queue`: the waiting room at 100,000 tickets (QUEUE_BENCH_TICKETS), every figure from one run.
+ *
+ * 1. Straight against Redis, on a key prefix of its own: 100,000 joins at 64 concurrent script calls (joins/s);
+ *    Redis's MEMORY USAGE of the queue's keys per ticket; the chunked shuffle at the start (calls, the largest single
+ *    call, all of it); an advance with 100,000 waiting, with nothing due and after one tick's worth of admissions;
+ *    one presence touch of 1,000 shoppers.
+ * 2. The real system: two API nodes (child processes; RATE_LIMITS=off, for every stream comes from this one
+ *    address) and a waiting-room sale whose pre-queue holds the tickets (taken with the join script, as in part 1,
+ *    to spare 100,000 HTTP joins) with one real SSE stream per ticket, `GET …/queue/events`, alternately on each
+ *    node, held by this process over raw sockets (bench/sse-client.ts). Once every stream is open the sale starts
+ *    (its start in the queue hash is moved to now): the nodes' ticks shuffle the pre-queue and admit at the sale's
+ *    rate (QUEUE_BENCH_RATE a minute) while every stream is held. Measured over QUEUE_BENCH_MEASURE_S seconds: the
+ *    announcements (messages/s against admissions/s), each node's passes over its streams (from its debug log),
+ *    each node's CPU and memory, an advance call's round trip with every stream open, and the time from each
+ *    admission (Redis's clock, recorded in the inside set) to its stream receiving it (this host's clock: Redis
+ *    runs on the same host).
+ *
+ * This process and each API node hold a file descriptor per stream: when the limit is too low the bench runs
+ * itself again under a raised `ulimit -n` (root, or up to the hard limit); when it cannot, it holds as many streams
+ * as the limit allows and says so. Everything it wrote is removed at the end.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { advanceQueue, joinQueue, loadQueue, queueKeys } from '../core/waiting-room/scripts.ts';
+import pg from 'pg';
+import { mintToken } from '../api/auth.ts';
+import { loadConfig } from '../core/config.ts';
+import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type QueueKeys } from '../core/waiting-room/scripts.ts';
+import { migrate } from '../prisma/migrate.ts';
+import { percentiles } from './load.ts';
+import { openSse } from './sse-client.ts';
+import { BenchSystem } from './system.ts';
 
 const tickets = Number(process.env.QUEUE_BENCH_TICKETS ?? 100_000);
-const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-const prefix = `fs:bench-queue-${randomBytes(4).toString('hex')}`;
-const saleId = '00000000-0000-4000-8000-000000000001';
-const k = queueKeys(prefix, saleId);
-try {
-  const now = Date.now();
-  await loadQueue(redis, k, { opensMs: now - 1000, startsMs: now + 3_600_000, endsMs: 0, intervalMs: 100, cap: 100, sessionMs: 300_000, order: 'fifo', seed: 12345 });
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: 64 }, async () => {
-      while (next < tickets) await joinQueue(redis, k, `shopper-${next++}-${randomBytes(6).toString('hex')}`, randomInt(0, 2 ** 47));
-    }),
-  );
-  const joinS = (performance.now() - t0) / 1000;
-  await redis.hset(k.queue, 'starts', Date.now()); // open the sale: the next advance shuffles the pre-queue
-  const t1 = performance.now();
-  await advanceQueue(redis, k, '', 30_000);
-  const shuffleMs = performance.now() - t1;
-  const t2 = performance.now();
-  for (let i = 0; i < 100; i++) await advanceQueue(redis, k, '', 30_000);
-  const advanceMs = (performance.now() - t2) / 100;
-  let bytes = 0;
-  for (const key of [k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside]) bytes += Number((await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) ?? 0);
-  console.log(`tickets: ${tickets}`);
-  console.log(`join throughput: ${Math.round(tickets / joinS)} joins/s (64 concurrent script calls, one client)`);
-  console.log(`shuffle of the whole pre-queue at the start: ${shuffleMs.toFixed(0)} ms (one script call)`);
-  console.log(`one advance with ${tickets} waiting: ${advanceMs.toFixed(2)} ms (mean of 100, round trip included)`);
-  console.log(`Redis memory per ticket: ${Math.round(bytes / tickets)} bytes (MEMORY USAGE of the queue's keys)`);
-} finally {
-  await redis.del(k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside);
-  redis.disconnect();
+const perMinute = Number(process.env.QUEUE_BENCH_RATE ?? 3000);
+const measureS = Number(process.env.QUEUE_BENCH_MEASURE_S ?? 20);
+const wanted = Number(process.env.QUEUE_BENCH_STREAMS ?? tickets);
+const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
+const OPENING = 256;
+const SOURCES = 8;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ms = (x: number) => `${x.toFixed(x < 10 ? 2 : 0)} ms`;
+const int = (x: number) => Math.round(x).toLocaleString('en-US');
+const log = (line: string) => console.log(line);
+
+/** The soft open-file limit of this process (via the shell, as Node has no getrlimit). */
+function fileLimit(): number {
+  return Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim()) || 1024;
 }
+
+/** Runs this script again under `ulimit -n need` when possible. @returns the child's exit code, or undefined. */
+async function rerunWithLimit(need: number): Promise<number | undefined> {
+  if (process.env.QUEUE_BENCH_RERUN || fileLimit() >= need) return undefined;
+  if (spawnSync('sh', ['-c', `ulimit -n ${need}`]).status !== 0) return undefined;
+  const child = spawn('sh', ['-c', `ulimit -n ${need} && exec "$@"`, 'sh', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, QUEUE_BENCH_RERUN: '1' },
+  });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+}
+
+async function memoryPerTicket(redis: Redis, k: QueueKeys): Promise<number> {
+  let bytes = 0;
+  for (const key of [k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside, k.shuffle]) bytes += Number((await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) ?? 0);
+  return bytes / tickets;
+}
+
+/** Part 1: the scripts alone. */
+async function scriptsAlone(redis: Redis): Promise<void> {
+  const prefix = `fs:bench-queue-${randomBytes(4).toString('hex')}`;
+  const k = queueKeys(prefix, '00000000-0000-4000-8000-000000000001');
+  const o = { abandonMs: 600_000, burstMs: 500 };
+  try {
+    await loadQueue(redis, k, { opensMs: 0, startsMs: Date.now() + 3_600_000, endsMs: 0, admissionsPerMinute: perMinute, cap: 1_000_000, sessionMs: 600_000, order: 'fifo', seed: 12345 });
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < tickets) await joinQueue(redis, k, `shopper-${next++}-${randomBytes(6).toString('hex')}`, randomInt(0, 2 ** 47));
+      }),
+    );
+    const joinS = (performance.now() - t0) / 1000;
+    const preBytes = await memoryPerTicket(redis, k);
+    await redis.hset(k.queue, 'starts', 0); // the sale has started: the next advance begins the shuffle
+    const calls: number[] = [];
+    const t1 = performance.now();
+    for (let more = true; more; ) {
+      const c = performance.now();
+      more = (await advanceQueue(redis, k, '', o)).more;
+      calls.push(performance.now() - c);
+    }
+    const shuffleMs = performance.now() - t1;
+    const idle: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const c = performance.now();
+      await advanceQueue(redis, k, '', o);
+      idle.push(performance.now() - c);
+    }
+    await sleep(250);
+    const before = Number(await redis.hget(k.queue, 'admitted'));
+    const c = performance.now();
+    await advanceQueue(redis, k, '', o);
+    const tickMs = performance.now() - c;
+    const batch = Number(await redis.hget(k.queue, 'admitted')) - before;
+    const users = await redis.zrange(k.order, '0', '999');
+    const t2 = performance.now();
+    await touchTickets(redis, k, users);
+    const touchMs = performance.now() - t2;
+    const after = await memoryPerTicket(redis, k);
+    log(`1. Scripts alone, ${int(tickets)} tickets (round trips from this process, one connection)`);
+    log(`   join throughput: ${int(tickets / joinS)} joins/s (64 concurrent script calls)`);
+    log(`   Redis memory per ticket: ${int(preBytes)} bytes in the pre-queue, ${int(after)} bytes once shuffled (MEMORY USAGE of the queue's keys)`);
+    log(`   shuffle at the start: ${calls.length} calls in ${ms(shuffleMs)}; largest single call ${ms(Math.max(...calls))}, median ${ms(percentiles(calls).p50)}`);
+    log(`   advance with ${int(tickets)} waiting: ${ms(idle.reduce((a, b) => a + b, 0) / idle.length)} when nothing is due (mean of 100); ${ms(tickMs)} admitting ${batch} (one 250 ms tick's worth at ${int(perMinute)}/min)`);
+    log(`   presence touch of 1,000 shoppers (marked and read): ${ms(touchMs)}`);
+  } finally {
+    await redis.del(k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside, k.shuffle);
+  }
+}
+
+/** Port -> pid of the process listening there (ss, as root or for our own processes). */
+function pidOn(port: number): number {
+  const out = spawnSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' }).stdout;
+  const pid = /pid=(\d+)/.exec(out)?.[1];
+  if (!pid) throw new Error(`no process found listening on ${port}`);
+  return Number(pid);
+}
+const CLOCK_TICK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICK;
+}
+function rssMb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+}
+
+interface Pass {
+  streams: number;
+  ms: number;
+  busyMs: number;
+  paced: boolean;
+  time: number;
+}
+function passesIn(logPath: string, from: number, to: number): Pass[] {
+  const out: Pass[] = [];
+  for (const line of readFileSync(logPath, 'utf8').split('\n')) {
+    if (!line.includes('waiting-room views sent')) continue;
+    const p = JSON.parse(line) as Pass;
+    if (p.time >= from && p.time <= to) out.push(p);
+  }
+  return out;
+}
+
+/** Part 2: two API nodes holding one real stream per ticket. */
+async function withStreams(streamCount: number): Promise<void> {
+  const id = randomBytes(4).toString('hex');
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    NODE_ENV: 'production',
+    JWT_SECRET: randomBytes(32).toString('hex'),
+    ADMIN_TOKEN: randomBytes(16).toString('hex'),
+    REDIS_KEY_PREFIX: `fs:bench-q-${id}`,
+    AMQP_PREFIX: `fs.bench-q-${id}`,
+    LOG_LEVEL: 'debug', // the nodes log each pass over their streams
+    WORKER_METRICS_PORT: '0',
+    RATE_LIMITS: 'off',
+  };
+  const config = loadConfig(env);
+  await migrate(config.DATABASE_URL);
+  mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
+  const logPrefix = `${RESULTS_DIR}/logs/${stamp}-queue`;
+  const sys = await BenchSystem.start(config, env, logPrefix);
+  const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
+  const sub = new Redis(config.REDIS_URL);
+  const sockets: { close(): void }[] = [];
+  let saleId: string | undefined;
+  try {
+    const api2 = await sys.startApi('api2', {});
+    const ports = [Number(new URL(sys.apiUrl).port), Number(new URL(api2).port)];
+    const pids = ports.map(pidOn);
+    const sale = {
+      name: 'bench: waiting room',
+      stock: 1_000_000,
+      perUserLimit: 1,
+      startsAt: new Date(Date.now() + 3_600_000).toISOString(),
+      waitingRoom: { admissionsPerMinute: perMinute, maxInside: 1_000_000, sessionSeconds: 3600, order: 'fifo' },
+    };
+    saleId = await sys.createSale(sale);
+    const k = queueKeys(config.REDIS_KEY_PREFIX, saleId);
+    const userIds = Array.from({ length: tickets }, (_, i) => `q-${id}-${i}`);
+    let next = 0;
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      while (next < tickets) await joinQueue(sys.redis, k, userIds[next++]!, 0);
+    }));
+    const tokens: string[] = [];
+    for (let i = 0; i < streamCount; i += 1000) {
+      tokens.push(...(await Promise.all(userIds.slice(i, Math.min(i + 1000, streamCount)).map(async (u) => (await mintToken(config.JWT_SECRET, u, 6 * 3600)).token))));
+    }
+    log(`\n2. Two API nodes, ${int(tickets)} tickets in the pre-queue, ${int(streamCount)} real SSE streams (${int(Math.ceil(streamCount / 2))} on each node)`);
+
+    const admittedAt = new Map<string, number>();
+    let events = 0;
+    let ends = 0;
+    let opened = 0;
+    const t0 = performance.now();
+    let cursor = 0;
+    await Promise.all(Array.from({ length: OPENING }, async () => {
+      while (cursor < streamCount) {
+        const i = cursor++;
+        const s = await openSse({
+          port: ports[i % 2]!,
+          localAddress: `127.0.0.${2 + (i % SOURCES)}`,
+          path: `/api/sales/${saleId}/queue/events`,
+          token: tokens[i]!,
+          onEvent: (data, at) => {
+            events++;
+            if (data.includes('"state":"admitted"')) admittedAt.set(userIds[i]!, at);
+          },
+          onEnd: () => ends++,
+        });
+        if (s.status !== 200) throw new Error(`stream ${i}: ${s.status} ${s.body.slice(0, 200)}`);
+        sockets.push(s);
+        opened++;
+      }
+    }));
+    const openS = (performance.now() - t0) / 1000;
+    await sleep(2000);
+    log(`   opened ${int(opened)} streams in ${openS.toFixed(1)} s (${int(opened / openS)} opens/s, ${OPENING} at a time); ${ends} ended meanwhile`);
+    log(`   API node memory with the streams open: ${pids.map((p) => `${int(rssMb(p))} MB`).join(', ')} RSS`);
+
+    // Announcements, as a node sees them: this process subscribes to the sale's channel too.
+    const changes: { at: number; message: string }[] = [];
+    sub.on('smessage', (_channel: string, message: string) => changes.push({ at: Date.now(), message }));
+    await sub.ssubscribe(k.channel);
+    const startAt = Date.now();
+    await sys.redis.hset(k.queue, 'starts', startAt);
+    let startedAt = 0;
+    while (!startedAt && Date.now() - startAt < 120_000) {
+      startedAt = changes.find((c) => c.message.split('|')[8] === '1')?.at ?? 0;
+      await sleep(20);
+    }
+    if (!startedAt) throw new Error('the shuffle did not complete within 2 minutes');
+    log(`   the sale started: the nodes' ticks shuffled ${int(tickets)} tickets in chunks, started announced ${startedAt - startAt} ms after the start`);
+    await sleep(3000); // the start's own pass (every stream's state changes) settles
+
+    const from = Date.now();
+    const cpu0 = pids.map(cpuSeconds);
+    const admitted0 = Number(await sys.redis.hget(k.queue, 'admitted'));
+    const events0 = events;
+    const changes0 = changes.length;
+    const calls: number[] = [];
+    const measureUntil = from + measureS * 1000;
+    while (Date.now() < measureUntil) {
+      const c = performance.now();
+      await advanceQueue(sys.redis, k, '', { abandonMs: config.QUEUE_ABANDON_SECONDS * 1000, burstMs: 2 * config.QUEUE_TICK_MS });
+      calls.push(performance.now() - c);
+      await sleep(500);
+    }
+    const to = Date.now();
+    const seconds = (to - from) / 1000;
+    const cpu = pids.map((p, i) => (cpuSeconds(p) - cpu0[i]!) / seconds);
+    const admitted = Number(await sys.redis.hget(k.queue, 'admitted')) - admitted0;
+    const messages = changes.length - changes0;
+    const passes = [`${logPrefix}-api.log`, `${logPrefix}-api2.log`].map((f) => passesIn(f, from, to));
+
+    const flat = await sys.redis.zrange(k.inside, '0', '-1', 'WITHSCORES');
+    const latencies: number[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      const seen = admittedAt.get(flat[i]!);
+      const at = Number(flat[i + 1]) - 3_600_000;
+      if (seen !== undefined && at >= from && at <= to) latencies.push(seen - at);
+    }
+    log(`   over ${seconds.toFixed(1)} s at ${int(perMinute)} admissions/min: ${int(admitted)} admitted (${(admitted / seconds).toFixed(1)}/s), ${int(messages)} announcements (${(messages / seconds).toFixed(1)}/s, each one message per node)`);
+    log(`   an advance call (one tick of a third node) with every stream open: median ${ms(percentiles(calls).p50)}, max ${ms(Math.max(...calls))} round trip (${calls.length} calls)`);
+    passes.forEach((ps, n) => {
+      const paced = ps.filter((p) => p.paced);
+      const busy = paced.map((p) => p.busyMs);
+      const per = paced.map((p) => (p.busyMs * 1000) / Math.max(1, p.streams));
+      log(`   node ${n + 1}: ${paced.length} paced passes over ~${int(paced.at(-1)?.streams ?? 0)} streams, each ${ms(percentiles(paced.map((p) => p.ms)).p50)} wall, ${ms(percentiles(busy).p50)} of event loop (${percentiles(per).p50.toFixed(1)} µs a stream); CPU ${(cpu[n]! * 100).toFixed(0)}% of a core`);
+    });
+    log(`   events received by the streams: ${int((events - events0) / seconds)}/s`);
+    const l = percentiles(latencies);
+    log(`   admission -> the shopper's stream sees it: p50 ${ms(l.p50)}, p99 ${ms(l.p99)}, max ${ms(l.max)} (${latencies.length} admissions)`);
+  } finally {
+    for (const s of sockets) s.close();
+    sub.disconnect();
+    // The run's sales are deleted with BenchSystem's cleanup, which does not know waiting rooms.
+    if (saleId) await db.query('DELETE FROM waiting_rooms WHERE sale_id = $1', [saleId]).catch(() => undefined);
+    await db.end();
+    await sys.stop();
+  }
+}
+
+async function main(): Promise<number> {
+  const need = wanted + 2000;
+  const rerun = await rerunWithLimit(need);
+  if (rerun !== undefined) return rerun;
+  const limit = fileLimit();
+  const streams = Math.min(wanted, tickets, limit - 2000);
+  if (streams < wanted) log(`The open-file limit is ${limit} and cannot be raised: holding ${int(streams)} real streams instead of ${int(wanted)}.`);
+  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  try {
+    await scriptsAlone(redis);
+  } finally {
+    redis.disconnect();
+  }
+  await withStreams(streams);
+  return 0;
+}
+
+process.exit(await main());
