@@ -27,7 +27,7 @@ import type { ApiDeps } from './deps.ts';
 import { advance, answerOf, type QueueAnswer } from './queue-service.ts';
 
 /** Shoppers marked and read in one touch call, count: bounds each call's time in Redis. */
-const TOUCH_CHUNK = 1000;
+const TOUCH_CHUNK = 500;
 /** Streams whose views are recomputed per event-loop turn, count: the node keeps answering between chunks. */
 const SEND_CHUNK = 500;
 /** Positions (not states) are sent to a stream at most this often, ms: every admission moves every position. */
@@ -37,7 +37,7 @@ export const POSITION_EVERY_MS = 1000;
  * the streams (50,000 streams on a node: a position every 5 s). A state change (sold out, started) is not paced.
  */
 export const POSITION_SENDS_PER_S = 10_000;
-/** Most advance calls one tick makes for one sale while the script reports more to do (a 100,000 shuffle: ~70). */
+/** Most advance calls one tick makes for one sale while the script reports more to do (a 100,000 shuffle: ~150). */
 const MAX_CALLS_PER_TICK = 500;
 
 interface Stream {

@@ -7,32 +7,34 @@
  *    one presence touch of 1,000 shoppers.
  * 2. The real system: two API nodes (child processes; RATE_LIMITS=off, for every stream comes from this one
  *    address) and a waiting-room sale whose pre-queue holds the tickets (taken with the join script, as in part 1,
- *    to spare 100,000 HTTP joins) with one real SSE stream per ticket, `GET …/queue/events`, alternately on each
- *    node, held by this process over raw sockets (bench/sse-client.ts). Once every stream is open the sale starts
- *    (its start in the queue hash is moved to now): the nodes' ticks shuffle the pre-queue and admit at the sale's
- *    rate (QUEUE_BENCH_RATE a minute) while every stream is held. Measured over QUEUE_BENCH_MEASURE_S seconds: the
- *    announcements (messages/s against admissions/s), each node's passes over its streams (from its debug log),
- *    each node's CPU and memory, an advance call's round trip with every stream open, and the time from each
- *    admission (Redis's clock, recorded in the inside set) to its stream receiving it (this host's clock: Redis
- *    runs on the same host).
+ *    to spare 100,000 HTTP joins), each followed by a real SSE stream, `GET …/queue/events`, half on each node, held
+ *    over raw sockets by crowd processes (bench/sse-crowd.ts, one per node). Once every stream is open the sale
+ *    starts (its start in the queue hash is moved to now): the nodes' ticks shuffle the pre-queue and admit at the
+ *    sale's rate (QUEUE_BENCH_RATE a minute). Measured over QUEUE_BENCH_MEASURE_S seconds: announcements against
+ *    admissions, each node's passes over its streams (from its debug log), CPU and memory, an advance call's round
+ *    trip, and the time from each admission (Redis's clock, recorded in the inside set) to its stream receiving it
+ *    (this host's clock: Redis runs on the same host).
  *
- * This process and each API node hold a file descriptor per stream: when the limit is too low the bench runs
- * itself again under a raised `ulimit -n` (root, or up to the hard limit); when it cannot, it holds as many streams
- * as the limit allows and says so. Everything it wrote is removed at the end.
+ * Every process holds a file descriptor per stream. When the open-file limit is below what 100,000 streams over
+ * two nodes need, the bench runs itself again under a raised `ulimit -n` if it may; if not, each node holds as many
+ * real streams as the limit allows and the rest are simulated, as it prints: their tickets are kept present by this
+ * process with the same touch script at the same cadence as a node (so Redis pays for 100,000 streams), and a
+ * node's cost at 50,000 streams is the measured cost per stream times 50,000. Everything it wrote is removed.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig } from '../core/config.ts';
+import type { RedisClient } from '../core/redis/client.ts';
 import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type QueueKeys } from '../core/waiting-room/scripts.ts';
 import { migrate } from '../prisma/migrate.ts';
 import { percentiles } from './load.ts';
-import { openSse } from './sse-client.ts';
 import { BenchSystem } from './system.ts';
 
 const tickets = Number(process.env.QUEUE_BENCH_TICKETS ?? 100_000);
@@ -88,6 +90,7 @@ async function scriptsAlone(redis: Redis): Promise<void> {
     const preBytes = await memoryPerTicket(redis, k);
     await redis.hset(k.queue, 'starts', 0); // the sale has started: the next advance begins the shuffle
     const calls: number[] = [];
+    const slowBefore = await slowlogTop(redis);
     const t1 = performance.now();
     for (let more = true; more; ) {
       const c = performance.now();
@@ -95,6 +98,7 @@ async function scriptsAlone(redis: Redis): Promise<void> {
       calls.push(performance.now() - c);
     }
     const shuffleMs = performance.now() - t1;
+    const slow = await slowCalls(redis, slowBefore, k.queue);
     const idle: number[] = [];
     for (let i = 0; i < 100; i++) {
       const c = performance.now();
@@ -115,7 +119,7 @@ async function scriptsAlone(redis: Redis): Promise<void> {
     log(`1. Scripts alone, ${int(tickets)} tickets (round trips from this process, one connection)`);
     log(`   join throughput: ${int(tickets / joinS)} joins/s (64 concurrent script calls)`);
     log(`   Redis memory per ticket: ${int(preBytes)} bytes in the pre-queue, ${int(after)} bytes once shuffled (MEMORY USAGE of the queue's keys)`);
-    log(`   shuffle at the start: ${calls.length} calls in ${ms(shuffleMs)}; largest single call ${ms(Math.max(...calls))}, median ${ms(percentiles(calls).p50)}`);
+    log(`   shuffle at the start: ${calls.length} calls in ${ms(shuffleMs)}; round trips: largest ${ms(Math.max(...calls))}, median ${ms(percentiles(calls).p50)}; in Redis (SLOWLOG, over 10 ms): ${slow.length ? `${slow.length} calls, largest ${ms(Math.max(...slow) / 1000)}` : 'none'}`);
     log(`   advance with ${int(tickets)} waiting: ${ms(idle.reduce((a, b) => a + b, 0) / idle.length)} when nothing is due (mean of 100); ${ms(tickMs)} admitting ${batch} (one 250 ms tick's worth at ${int(perMinute)}/min)`);
     log(`   presence touch of 1,000 shoppers (marked and read): ${ms(touchMs)}`);
   } finally {
@@ -156,8 +160,8 @@ function passesIn(logPath: string, from: number, to: number): Pass[] {
   return out;
 }
 
-/** Part 2: two API nodes holding one real stream per ticket. */
-async function withStreams(streamCount: number): Promise<void> {
+/** Part 2: two API nodes holding one real stream per ticket, up to the open-file limit. */
+async function withStreams(perNode: number): Promise<void> {
   const id = randomBytes(4).toString('hex');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const env: NodeJS.ProcessEnv = {
@@ -178,12 +182,13 @@ async function withStreams(streamCount: number): Promise<void> {
   const sys = await BenchSystem.start(config, env, logPrefix);
   const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
   const sub = new Redis(config.REDIS_URL);
-  const sockets: { close(): void }[] = [];
+  const crowds: ChildProcess[] = [];
   let saleId: string | undefined;
   try {
     const api2 = await sys.startApi('api2', {});
     const ports = [Number(new URL(sys.apiUrl).port), Number(new URL(api2).port)];
     const pids = ports.map(pidOn);
+    const baseRss = pids.map(rssMb);
     const sale = {
       name: 'bench: waiting room',
       stock: 1_000_000,
@@ -198,46 +203,63 @@ async function withStreams(streamCount: number): Promise<void> {
     await Promise.all(Array.from({ length: 64 }, async () => {
       while (next < tickets) await joinQueue(sys.redis, k, userIds[next++]!, 0);
     }));
-    const tokens: string[] = [];
-    for (let i = 0; i < streamCount; i += 1000) {
-      tokens.push(...(await Promise.all(userIds.slice(i, Math.min(i + 1000, streamCount)).map(async (u) => (await mintToken(config.JWT_SECRET, u, 6 * 3600)).token))));
-    }
-    log(`\n2. Two API nodes, ${int(tickets)} tickets in the pre-queue, ${int(streamCount)} real SSE streams (${int(Math.ceil(streamCount / 2))} on each node)`);
+    const real = Math.min(tickets, 2 * perNode);
+    const simulated = userIds.slice(real);
+    log(`\n2. Two API nodes, ${int(tickets)} tickets in the pre-queue, ${int(real)} real SSE streams (${int(Math.ceil(real / 2))} on each node)${simulated.length ? `, ${int(simulated.length)} simulated (the open-file limit): their presence is touched by this process as a node would` : ''}`);
 
-    const admittedAt = new Map<string, number>();
-    let events = 0;
-    let ends = 0;
-    let opened = 0;
-    const t0 = performance.now();
-    let cursor = 0;
-    await Promise.all(Array.from({ length: OPENING }, async () => {
-      while (cursor < streamCount) {
-        const i = cursor++;
-        const s = await openSse({
-          port: ports[i % 2]!,
-          localAddress: `127.0.0.${2 + (i % SOURCES)}`,
-          path: `/api/sales/${saleId}/queue/events`,
-          token: tokens[i]!,
-          onEvent: (data, at) => {
-            events++;
-            if (data.includes('"state":"admitted"')) admittedAt.set(userIds[i]!, at);
-          },
-          onEnd: () => ends++,
-        });
-        if (s.status !== 200) throw new Error(`stream ${i}: ${s.status} ${s.body.slice(0, 200)}`);
-        sockets.push(s);
-        opened++;
+    // The crowds: one process per node, each holding that node's streams.
+    const reports: { events: number; admitted: [string, number][] }[] = [];
+    const opened = await Promise.all(ports.map(async (port, n) => {
+      const mine = userIds.slice(0, real).filter((_, i) => i % 2 === n);
+      const streams = [];
+      for (let i = 0; i < mine.length; i += 1000) {
+        streams.push(...(await Promise.all(mine.slice(i, i + 1000).map(async (u, j) => ({ userId: u, token: (await mintToken(config.JWT_SECRET, u, 6 * 3600)).token, localAddress: `127.0.0.${2 + ((i + j) % SOURCES)}` })))));
       }
+      const child = fork(fileURLToPath(new URL('./sse-crowd.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'] });
+      crowds.push(child);
+      child.on('message', (m: { type: string; events: number; admitted: [string, number][] }) => {
+        if (m.type === 'report') reports.push(m);
+      });
+      const done = new Promise<{ count: number; ended: number; seconds: number }>((resolve, reject) => {
+        child.on('message', (m: { type: string; count: number; ended: number; seconds: number }) => m.type === 'opened' && resolve(m));
+        child.on('exit', (code) => reject(new Error(`a crowd process ended (${code})`)));
+      });
+      child.send({ type: 'open', port, path: `/api/sales/${saleId}/queue/events`, opening: OPENING / 2, streams });
+      return done;
     }));
-    const openS = (performance.now() - t0) / 1000;
+    const count = opened.reduce((a, o) => a + o.count, 0);
+    const openS = Math.max(...opened.map((o) => o.seconds));
+    log(`   opened ${int(count)} streams in ${openS.toFixed(1)} s (${int(count / openS)} opens/s, ${OPENING} at a time); ${opened.reduce((a, o) => a + o.ended, 0)} ended meanwhile`);
     await sleep(2000);
-    log(`   opened ${int(opened)} streams in ${openS.toFixed(1)} s (${int(opened / openS)} opens/s, ${OPENING} at a time); ${ends} ended meanwhile`);
-    log(`   API node memory with the streams open: ${pids.map((p) => `${int(rssMb(p))} MB`).join(', ')} RSS`);
+    const rss = pids.map(rssMb);
+    log(`   API node memory: ${rss.map((r, n) => `${int(r)} MB RSS (${int(baseRss[n]!)} MB before its streams: ${(((r - baseRss[n]!) * 1024) / opened[n]!.count).toFixed(1)} KB a stream)`).join(', ')}`);
+
+    // The simulated streams' presence: each ticket touched about every third of the abandon time, as a node does.
+    const every = (config.QUEUE_ABANDON_SECONDS * 1000) / 3;
+    const dueAt = simulated.map(() => Date.now() + Math.random() * every);
+    let touching = true;
+    const touchCalls: number[] = [];
+    const presence = (async () => {
+      while (touching) {
+        const now = Date.now();
+        const due = simulated.filter((_, i) => dueAt[i]! <= now);
+        for (let i = 0; i < due.length; i += 1000) {
+          const c = performance.now();
+          await touchTickets(sys.redis, k, due.slice(i, i + 1000));
+          touchCalls.push(performance.now() - c);
+        }
+        simulated.forEach((_, i) => {
+          if (dueAt[i]! <= now) dueAt[i] = now + every * (0.5 + Math.random() / 2);
+        });
+        await sleep(config.QUEUE_TICK_MS);
+      }
+    })();
 
     // Announcements, as a node sees them: this process subscribes to the sale's channel too.
     const changes: { at: number; message: string }[] = [];
     sub.on('smessage', (_channel: string, message: string) => changes.push({ at: Date.now(), message }));
     await sub.ssubscribe(k.channel);
+    const slowBefore = await slowlogTop(sys.redis);
     const startAt = Date.now();
     await sys.redis.hset(k.queue, 'starts', startAt);
     let startedAt = 0;
@@ -246,14 +268,19 @@ async function withStreams(streamCount: number): Promise<void> {
       await sleep(20);
     }
     if (!startedAt) throw new Error('the shuffle did not complete within 2 minutes');
-    log(`   the sale started: the nodes' ticks shuffled ${int(tickets)} tickets in chunks, started announced ${startedAt - startAt} ms after the start`);
+    const shuffleSlow = await slowCalls(sys.redis, slowBefore, k.queue);
+    log(`   the sale started: the nodes' ticks shuffled ${int(tickets)} tickets in chunks; "started" announced ${startedAt - startAt} ms after the start; ${shuffleSlow.length ? `calls over 10 ms in Redis's SLOWLOG: ${shuffleSlow.length}, largest ${ms(Math.max(...shuffleSlow) / 1000)}` : "no call of the sale over 10 ms in Redis's SLOWLOG"}`);
     await sleep(3000); // the start's own pass (every stream's state changes) settles
 
     const from = Date.now();
     const cpu0 = pids.map(cpuSeconds);
     const admitted0 = Number(await sys.redis.hget(k.queue, 'admitted'));
-    const events0 = events;
     const changes0 = changes.length;
+    const touch0 = touchCalls.length;
+    crowds.forEach((c) => c.send({ type: 'report' }));
+    while (reports.length < crowds.length) await sleep(20);
+    const events0 = reports.splice(0).reduce((a, r) => a + r.events, 0);
+    const slow0 = await slowlogTop(sys.redis);
     const calls: number[] = [];
     const measureUntil = from + measureS * 1000;
     while (Date.now() < measureUntil) {
@@ -267,6 +294,11 @@ async function withStreams(streamCount: number): Promise<void> {
     const cpu = pids.map((p, i) => (cpuSeconds(p) - cpu0[i]!) / seconds);
     const admitted = Number(await sys.redis.hget(k.queue, 'admitted')) - admitted0;
     const messages = changes.length - changes0;
+    const slow = await slowCalls(sys.redis, slow0, k.queue);
+    crowds.forEach((c) => c.send({ type: 'report' }));
+    while (reports.length < crowds.length) await sleep(20);
+    const events = reports.reduce((a, r) => a + r.events, 0) - events0;
+    const admittedAt = new Map(reports.flatMap((r) => r.admitted));
     const passes = [`${logPrefix}-api.log`, `${logPrefix}-api2.log`].map((f) => passesIn(f, from, to));
 
     const flat = await sys.redis.zrange(k.inside, '0', '-1', 'WITHSCORES');
@@ -276,19 +308,25 @@ async function withStreams(streamCount: number): Promise<void> {
       const at = Number(flat[i + 1]) - 3_600_000;
       if (seen !== undefined && at >= from && at <= to) latencies.push(seen - at);
     }
-    log(`   over ${seconds.toFixed(1)} s at ${int(perMinute)} admissions/min: ${int(admitted)} admitted (${(admitted / seconds).toFixed(1)}/s), ${int(messages)} announcements (${(messages / seconds).toFixed(1)}/s, each one message per node)`);
-    log(`   an advance call (one tick of a third node) with every stream open: median ${ms(percentiles(calls).p50)}, max ${ms(Math.max(...calls))} round trip (${calls.length} calls)`);
+    log(`   over ${seconds.toFixed(1)} s at ${int(perMinute)} admissions/min: ${int(admitted)} admitted (${(admitted / seconds).toFixed(1)}/s), ${int(messages)} announcements (${(messages / seconds).toFixed(1)}/s; each reaches a node as one message)`);
+    log(`   an advance call (a third node's tick) with every stream open: median ${ms(percentiles(calls).p50)}, max ${ms(Math.max(...calls))} round trip (${calls.length} calls); calls of the sale over 10 ms in Redis's SLOWLOG: ${slow.length}${slow.length ? ` (${slow.byScript}), largest ${ms(Math.max(...slow) / 1000)}` : ''}`);
+    if (simulated.length) {
+      const t = touchCalls.slice(touch0);
+      log(`   simulated presence: ${(t.length / seconds).toFixed(1)} touch calls/s of up to 1,000 shoppers, median ${ms(percentiles(t).p50)} round trip`);
+    }
     passes.forEach((ps, n) => {
       const paced = ps.filter((p) => p.paced);
-      const busy = paced.map((p) => p.busyMs);
-      const per = paced.map((p) => (p.busyMs * 1000) / Math.max(1, p.streams));
-      log(`   node ${n + 1}: ${paced.length} paced passes over ~${int(paced.at(-1)?.streams ?? 0)} streams, each ${ms(percentiles(paced.map((p) => p.ms)).p50)} wall, ${ms(percentiles(busy).p50)} of event loop (${percentiles(per).p50.toFixed(1)} µs a stream); CPU ${(cpu[n]! * 100).toFixed(0)}% of a core`);
+      const per = percentiles(paced.map((p) => (p.busyMs * 1000) / Math.max(1, p.streams))).p50;
+      log(`   node ${n + 1}: ${paced.length} paced passes over ~${int(paced.at(-1)?.streams ?? 0)} streams, each ${ms(percentiles(paced.map((p) => p.ms)).p50)} wall, ${ms(percentiles(paced.map((p) => p.busyMs)).p50)} of event loop (${per.toFixed(1)} µs a stream: ${ms((per * 50_000) / 1000)} for 50,000); CPU ${(cpu[n]! * 100).toFixed(0)}% of a core`);
     });
-    log(`   events received by the streams: ${int((events - events0) / seconds)}/s`);
+    log(`   events received by the streams: ${int(events / seconds)}/s`);
     const l = percentiles(latencies);
     log(`   admission -> the shopper's stream sees it: p50 ${ms(l.p50)}, p99 ${ms(l.p99)}, max ${ms(l.max)} (${latencies.length} admissions)`);
+    log(`   load average at the end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    touching = false;
+    await presence;
   } finally {
-    for (const s of sockets) s.close();
+    for (const c of crowds) if (c.connected) c.send({ type: 'close' });
     sub.disconnect();
     // The run's sales are deleted with BenchSystem's cleanup, which does not know waiting rooms.
     if (saleId) await db.query('DELETE FROM waiting_rooms WHERE sale_id = $1', [saleId]).catch(() => undefined);
@@ -297,20 +335,40 @@ async function withStreams(streamCount: number): Promise<void> {
   }
 }
 
+/** The id of the newest SLOWLOG entry (-1 when empty): later entries are this run's. */
+async function slowlogTop(redis: RedisClient): Promise<number> {
+  const top = (await redis.call('SLOWLOG', 'GET', '1')) as [number, ...unknown[]][];
+  return top[0]?.[0] ?? -1;
+}
+
+/**
+ * Durations (µs, as Redis measured them: wall time, so a descheduled Redis counts too) of SLOWLOG entries newer than
+ * `after` whose arguments name `key`, with the script by its key count (11 advance, 4 touch, 7 join).
+ */
+async function slowCalls(redis: RedisClient, after: number, key: string): Promise<number[] & { byScript?: string }> {
+  const entries = (await redis.call('SLOWLOG', 'GET', '128')) as [number, number, number, string[]][];
+  const mine = entries.filter((e) => e[0] > after && e[3].some((a) => String(a) === key));
+  const names: Record<string, string> = { '11': 'advance', '4': 'touch', '7': 'join' };
+  const counts: Record<string, number> = {};
+  for (const e of mine) counts[names[String(e[3][2])] ?? String(e[3][0])] = (counts[names[String(e[3][2])] ?? String(e[3][0])] ?? 0) + 1;
+  return Object.assign(mine.map((e) => e[2]), { byScript: Object.entries(counts).map(([n, c]) => `${c} ${n}`).join(', ') });
+}
+
 async function main(): Promise<number> {
-  const need = wanted + 2000;
+  const need = Math.ceil(wanted / 2) + 2000;
   const rerun = await rerunWithLimit(need);
   if (rerun !== undefined) return rerun;
   const limit = fileLimit();
-  const streams = Math.min(wanted, tickets, limit - 2000);
-  if (streams < wanted) log(`The open-file limit is ${limit} and cannot be raised: holding ${int(streams)} real streams instead of ${int(wanted)}.`);
+  const perNode = Math.min(Math.ceil(Math.min(wanted, tickets) / 2), limit - 1000);
+  if (perNode * 2 < Math.min(wanted, tickets)) log(`The open-file limit is ${limit} and cannot be raised here: each node holds ${int(perNode)} real streams.`);
+  log(`Waiting-room benchmark: ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the start (the figures move with it)`);
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
   try {
     await scriptsAlone(redis);
   } finally {
     redis.disconnect();
   }
-  await withStreams(streams);
+  await withStreams(perNode);
   return 0;
 }
 

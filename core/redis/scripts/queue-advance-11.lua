@@ -46,7 +46,7 @@
     the draw pool, -1 when not in it.
 ]]
 local rcall = redis.call
-local COPY_CHUNK, SHUFFLE_CHUNK = 5000, 2000
+local COPY_CHUNK, SHUFFLE_CHUNK = 2000, 1000
 local MAX_ADMIT, MAX_DROP, MAX_FREE, CHECK_DECIDED = 500, 1000, 500, 100
 
 local t = rcall("TIME")
