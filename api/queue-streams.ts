@@ -5,9 +5,10 @@
  * - Every call of the advance script that changes the serving counter (admissions, places freed, sell-out, stock
  *   back, the shuffle done) announces the new counter with one SPUBLISH on the sale's channel, in the sale's slot.
  *   This node subscribes once per sale it holds streams for, so a change costs one message per node.
- * - From that one message the node recomputes every stream's view: a waiting ticket's place against the counter
- *   gives its position without a read. Only the tickets the counter may just have reached (place <= serving, the
- *   head of the draw pool, the pre-queue once shuffled) are read, in one call per chunk of TOUCH_CHUNK.
+ * - From that one message the node recomputes every stream's view: the message names the shoppers it admitted, and
+ *   a waiting ticket's place against the counter gives its position, both without a read. Only the tickets the
+ *   counter may have reached otherwise (dropped, or admitted by a change this node missed; the pre-queue once
+ *   shuffled) are read, in one call per chunk of TOUCH_CHUNK.
  * - State changes (admitted, expired, sold out, started) are sent at once; mere positions at most every
  *   POSITION_EVERY_MS, in passes paced at POSITION_SENDS_PER_S (chunks of SEND_CHUNK per event-loop turn), since
  *   every admission moves everyone behind: a node's cost per change is bounded, not one write per stream.
@@ -37,7 +38,7 @@ export const POSITION_EVERY_MS = 1000;
  * the streams (50,000 streams on a node: a position every 5 s). A state change (sold out, started) is not paced.
  */
 export const POSITION_SENDS_PER_S = 10_000;
-/** Most advance calls one tick makes for one sale while the script reports more to do (a 100,000 shuffle: ~150). */
+/** Most advance calls one tick makes for one sale while the script reports more to do (a 100,000 shuffle: ~300). */
 const MAX_CALLS_PER_TICK = 500;
 
 interface Stream {
@@ -204,15 +205,29 @@ export class QueueStreams {
     return true;
   }
 
-  /** Takes a newer counter: reads the tickets it may have reached, then sends states now and positions soon. */
+  /**
+   * Takes a counter: tells the shoppers it admitted at once (an announcement names them), and if it is newer than
+   * the last, reads the tickets it may have reached and sends positions soon.
+   */
   private apply(sale: Sale, snap: QueueSnapshot): void {
+    if (snap.admitted) this.admit(sale, snap.admitted);
     if (!isNewer(snap, sale.snap)) return;
     const prev = sale.snap;
-    sale.snap = snap.ticket ? { ...snap, ticket: undefined } : snap;
+    sale.snap = snap.ticket || snap.admitted ? { ...snap, ticket: undefined, admitted: undefined } : snap;
     const due: Stream[] = [];
     for (const s of sale.streams) if (this.mayHaveMoved(sale, s)) due.push(s);
     if (due.length) void this.touch(sale, due);
     this.scheduleRefresh(sale, !prev || prev.soldOut !== snap.soldOut || prev.started !== snap.started);
+  }
+
+  private admit(sale: Sale, admitted: NonNullable<QueueSnapshot['admitted']>): void {
+    if (!sale.snap) return; // the first counter of a sale comes from a read, which holds the tickets' states
+    const users = new Set(admitted.users);
+    for (const s of sale.streams) {
+      if (s.ticket.status !== 'w' || !users.has(s.userId)) continue;
+      s.ticket = { ...s.ticket, status: 'a', sessionEnd: admitted.sessionEnd };
+      s.send(this.answer(sale, s));
+    }
   }
 
   /** True when the counter may have reached the stream's ticket, so only a read can tell its state. */

@@ -1,10 +1,11 @@
 /**
  * `npm run bench:queue`: the waiting room at 100,000 tickets (QUEUE_BENCH_TICKETS), every figure from one run.
  *
- * 1. Straight against Redis, on a key prefix of its own: 100,000 joins at 64 concurrent script calls (joins/s);
- *    Redis's MEMORY USAGE of the queue's keys per ticket; the chunked shuffle at the start (calls, the largest single
- *    call, all of it); an advance with 100,000 waiting, with nothing due and after one tick's worth of admissions;
- *    one presence touch of 1,000 shoppers.
+ * 1. Straight against a private redis-server (scripts/local/redis-node.ts), this process its only client: 100,000
+ *    joins at 64 concurrent script calls (joins/s); MEMORY USAGE of the queue's keys per ticket; the chunked shuffle
+ *    at the start (calls, the largest single call, all of it); an advance with 100,000 waiting, with nothing due and
+ *    after one tick's worth of admissions; one presence touch of 500 shoppers. Each call's cost is Redis's own CPU
+ *    time (its main thread's on-CPU time from /proc/<pid>/schedstat), beside the round trip.
  * 2. The real system: two API nodes (child processes; RATE_LIMITS=off, for every stream comes from this one
  *    address) and a waiting-room sale whose pre-queue holds the tickets (taken with the join script, as in part 1,
  *    to spare 100,000 HTTP joins), each followed by a real SSE stream, `GET …/queue/events`, half on each node, held
@@ -23,7 +24,8 @@
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -34,6 +36,7 @@ import { loadConfig } from '../core/config.ts';
 import type { RedisClient } from '../core/redis/client.ts';
 import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type QueueKeys } from '../core/waiting-room/scripts.ts';
 import { migrate } from '../prisma/migrate.ts';
+import { startRedisNode } from '../scripts/local/redis-node.ts';
 import { percentiles } from './load.ts';
 import { BenchSystem } from './system.ts';
 
@@ -72,11 +75,39 @@ async function memoryPerTicket(redis: Redis, k: QueueKeys): Promise<number> {
   return bytes / tickets;
 }
 
-/** Part 1: the scripts alone. */
-async function scriptsAlone(redis: Redis): Promise<void> {
-  const prefix = `fs:bench-queue-${randomBytes(4).toString('hex')}`;
-  const k = queueKeys(prefix, '00000000-0000-4000-8000-000000000001');
+/** The on-CPU time of a process's main thread so far, ns (/proc/<pid>/schedstat): Redis's own cost of a call. */
+function cpuNs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/**
+ * Part 1: the scripts alone, on a private redis-server with this process as its only client, so that Redis's CPU
+ * time per call can be read from the kernel: on a busy machine a call's wall time (round trip, SLOWLOG) also counts
+ * the time Redis waited for a core.
+ */
+async function scriptsAlone(): Promise<void> {
+  const dir = mkdtempSync(`${os.tmpdir()}/bench-queue-redis-`);
+  const node = await startRedisNode({ port: await freePort(), dir });
+  const redis = new Redis(node.url);
+  const pid = node.pids()[0]!;
+  const k = queueKeys('fs:bench-queue', '00000000-0000-4000-8000-000000000001');
   const o = { abandonMs: 600_000, burstMs: 500 };
+  /** Runs `f`; @returns its round trip and Redis's CPU time, ms. */
+  const timed = async (f: () => Promise<unknown>) => {
+    const [c0, t0] = [cpuNs(pid), performance.now()];
+    await f();
+    return { wall: performance.now() - t0, cpu: (cpuNs(pid) - c0) / 1e6 };
+  };
   try {
     await loadQueue(redis, k, { opensMs: 0, startsMs: Date.now() + 3_600_000, endsMs: 0, admissionsPerMinute: perMinute, cap: 1_000_000, sessionMs: 600_000, order: 'fifo', seed: 12345 });
     let next = 0;
@@ -89,41 +120,33 @@ async function scriptsAlone(redis: Redis): Promise<void> {
     const joinS = (performance.now() - t0) / 1000;
     const preBytes = await memoryPerTicket(redis, k);
     await redis.hset(k.queue, 'starts', 0); // the sale has started: the next advance begins the shuffle
-    const calls: number[] = [];
-    const slowBefore = await slowlogTop(redis);
+    const calls: { wall: number; cpu: number }[] = [];
     const t1 = performance.now();
     for (let more = true; more; ) {
-      const c = performance.now();
-      more = (await advanceQueue(redis, k, '', o)).more;
-      calls.push(performance.now() - c);
+      calls.push(await timed(async () => (more = (await advanceQueue(redis, k, '', o)).more)));
     }
     const shuffleMs = performance.now() - t1;
-    const slow = await slowCalls(redis, slowBefore, k.queue);
-    const idle: number[] = [];
-    for (let i = 0; i < 100; i++) {
-      const c = performance.now();
-      await advanceQueue(redis, k, '', o);
-      idle.push(performance.now() - c);
-    }
+    const idle: { wall: number; cpu: number }[] = [];
+    for (let i = 0; i < 100; i++) idle.push(await timed(() => advanceQueue(redis, k, '', o)));
     await sleep(250);
     const before = Number(await redis.hget(k.queue, 'admitted'));
-    const c = performance.now();
-    await advanceQueue(redis, k, '', o);
-    const tickMs = performance.now() - c;
+    const tick = await timed(() => advanceQueue(redis, k, '', o));
     const batch = Number(await redis.hget(k.queue, 'admitted')) - before;
-    const users = await redis.zrange(k.order, '0', '999');
-    const t2 = performance.now();
-    await touchTickets(redis, k, users);
-    const touchMs = performance.now() - t2;
+    const users = await redis.zrange(k.order, '0', '499');
+    const touch = await timed(() => touchTickets(redis, k, users));
     const after = await memoryPerTicket(redis, k);
-    log(`1. Scripts alone, ${int(tickets)} tickets (round trips from this process, one connection)`);
-    log(`   join throughput: ${int(tickets / joinS)} joins/s (64 concurrent script calls)`);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const largest = calls.reduce((a, c) => (c.cpu > a.cpu ? c : a));
+    log(`1. Scripts alone, ${int(tickets)} tickets, on a private Redis (CPU: Redis's own on-CPU time per call, from /proc; wall: round trip)`);
+    log(`   join throughput: ${int(tickets / joinS)} joins/s (64 concurrent script calls, one client)`);
     log(`   Redis memory per ticket: ${int(preBytes)} bytes in the pre-queue, ${int(after)} bytes once shuffled (MEMORY USAGE of the queue's keys)`);
-    log(`   shuffle at the start: ${calls.length} calls in ${ms(shuffleMs)}; round trips: largest ${ms(Math.max(...calls))}, median ${ms(percentiles(calls).p50)}; in Redis (SLOWLOG, over 10 ms): ${slow.length ? `${slow.length} calls, largest ${ms(Math.max(...slow) / 1000)}` : 'none'}`);
-    log(`   advance with ${int(tickets)} waiting: ${ms(idle.reduce((a, b) => a + b, 0) / idle.length)} when nothing is due (mean of 100); ${ms(tickMs)} admitting ${batch} (one 250 ms tick's worth at ${int(perMinute)}/min)`);
-    log(`   presence touch of 1,000 shoppers (marked and read): ${ms(touchMs)}`);
+    log(`   shuffle at the start: ${calls.length} calls in ${ms(shuffleMs)}; largest single call ${ms(largest.cpu)} of Redis CPU (${ms(largest.wall)} wall), median ${ms(percentiles(calls.map((c) => c.cpu)).p50)}; all calls ${ms(calls.reduce((a, c) => a + c.cpu, 0))} of Redis CPU`);
+    log(`   advance with ${int(tickets)} waiting: ${ms(mean(idle.map((c) => c.cpu)))} CPU (${ms(mean(idle.map((c) => c.wall)))} wall) when nothing is due, mean of 100; ${ms(tick.cpu)} CPU (${ms(tick.wall)} wall) admitting ${batch}, one 250 ms tick's worth at ${int(perMinute)}/min`);
+    log(`   presence touch of 500 shoppers (marked and read, as a node does): ${ms(touch.cpu)} CPU (${ms(touch.wall)} wall)`);
   } finally {
-    await redis.del(k.queue, k.tickets, k.pre, k.order, k.pool, k.seen, k.inside, k.shuffle);
+    redis.disconnect();
+    await node.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -243,9 +266,9 @@ async function withStreams(perNode: number): Promise<void> {
       while (touching) {
         const now = Date.now();
         const due = simulated.filter((_, i) => dueAt[i]! <= now);
-        for (let i = 0; i < due.length; i += 1000) {
+        for (let i = 0; i < due.length; i += 500) {
           const c = performance.now();
-          await touchTickets(sys.redis, k, due.slice(i, i + 1000));
+          await touchTickets(sys.redis, k, due.slice(i, i + 500));
           touchCalls.push(performance.now() - c);
         }
         simulated.forEach((_, i) => {
@@ -312,7 +335,7 @@ async function withStreams(perNode: number): Promise<void> {
     log(`   an advance call (a third node's tick) with every stream open: median ${ms(percentiles(calls).p50)}, max ${ms(Math.max(...calls))} round trip (${calls.length} calls); calls of the sale over 10 ms in Redis's SLOWLOG: ${slow.length}${slow.length ? ` (${slow.byScript}), largest ${ms(Math.max(...slow) / 1000)}` : ''}`);
     if (simulated.length) {
       const t = touchCalls.slice(touch0);
-      log(`   simulated presence: ${(t.length / seconds).toFixed(1)} touch calls/s of up to 1,000 shoppers, median ${ms(percentiles(t).p50)} round trip`);
+      log(`   simulated presence: ${(t.length / seconds).toFixed(1)} touch calls/s of up to 500 shoppers, median ${ms(percentiles(t).p50)} round trip`);
     }
     passes.forEach((ps, n) => {
       const paced = ps.filter((p) => p.paced);
@@ -362,12 +385,7 @@ async function main(): Promise<number> {
   const perNode = Math.min(Math.ceil(Math.min(wanted, tickets) / 2), limit - 1000);
   if (perNode * 2 < Math.min(wanted, tickets)) log(`The open-file limit is ${limit} and cannot be raised here: each node holds ${int(perNode)} real streams.`);
   log(`Waiting-room benchmark: ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the start (the figures move with it)`);
-  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-  try {
-    await scriptsAlone(redis);
-  } finally {
-    redis.disconnect();
-  }
+  await scriptsAlone();
   await withStreams(perNode);
   return 0;
 }

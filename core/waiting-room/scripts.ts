@@ -121,6 +121,8 @@ export interface QueueSnapshot {
   /** A per-call bound stopped the script's work (a shuffle chunk, admissions): call again. */
   more: boolean;
   ticket?: Ticket;
+  /** In an announcement: the shoppers this change admitted, and when their sessions end (ms). */
+  admitted?: { users: string[]; sessionEnd: number };
 }
 
 /** True when snapshot `a` describes a later state of the counter than `b`. */
@@ -173,9 +175,10 @@ export async function advanceQueue(redis: Redis, k: QueueKeys, userId: string, o
 
 /** Reads a change announced on a sale's channel (see queue-advance-11.lua). @returns undefined when malformed. */
 export function parseQueueChange(message: string): QueueSnapshot | undefined {
-  const f = message.split('|').map(Number);
-  if (f.length !== 11 || f.some((n) => !Number.isFinite(n))) return undefined;
-  const [loadedAt, version, now, serving, waitingPlaced, waitingPool, inside, soldOut, started, intervalUs, poolServed] = f as [number, ...number[]];
+  const [head, ...users] = message.split(' ');
+  const f = head!.split('|').map(Number);
+  if (f.length !== 12 || f.some((n) => !Number.isFinite(n))) return undefined;
+  const [loadedAt, version, now, serving, waitingPlaced, waitingPool, inside, soldOut, started, intervalUs, poolServed, sessionEnd] = f as [number, ...number[]];
   return {
     loaded: true,
     loadedAt,
@@ -190,6 +193,7 @@ export function parseQueueChange(message: string): QueueSnapshot | undefined {
     intervalUs: intervalUs!,
     poolServed: poolServed!,
     more: false,
+    ...(users.length ? { admitted: { users, sessionEnd: sessionEnd! } } : {}),
   };
 }
 

@@ -35,8 +35,10 @@
   version (count of announced changes), checkAt (next index of the decided-purchase check), shuffled (0/1),
   shuffleN, shuffleCopied, shuffleI, shuffleX, admitted (count).
 
-  Message (SPUBLISH, "|"-separated): loaded, version, now, serving, waitingPlaced, waitingPool, inside, soldOut,
-  started, interval (µs), poolServed. (loaded and version order the messages: see core/waiting-room/scripts.ts.)
+  Message (SPUBLISH): "loaded|version|now|serving|waitingPlaced|waitingPool|inside|soldOut|started|interval (µs)|
+  poolServed|sessionEnd", then " userId" for each shopper this call admitted (user ids hold no spaces), whose
+  session ends at sessionEnd: a node tells those streams without a read. (loaded and version order the messages:
+  see core/waiting-room/scripts.ts.)
 
   Returns {code, now, serving, waitingPlaced, waitingPool, inside, soldOut, started, interval (µs), loaded, version,
            poolServed, more, ticketNo, place, status, sessionEnd, poolRank}:
@@ -46,7 +48,7 @@
     the draw pool, -1 when not in it.
 ]]
 local rcall = redis.call
-local COPY_CHUNK, SHUFFLE_CHUNK = 2000, 1000
+local COPY_CHUNK, SHUFFLE_CHUNK = 1000, 500
 local MAX_ADMIT, MAX_DROP, MAX_FREE, CHECK_DECIDED = 500, 1000, 500, 100
 
 local t = rcall("TIME")
@@ -187,7 +189,7 @@ if tostring(soldOut) ~= (q[10] or "0") then
   changed = true
 end
 
-local admitted, dropped = 0, 0
+local admitted, dropped, admittedUsers = 0, 0, {}
 if shuffled and soldOut == 0 then
   local tau = tonumber(ARGV[3]) * 1000
   local base = math.max(tat, nowUs)
@@ -208,6 +210,7 @@ if shuffled and soldOut == 0 then
         rcall("ZADD", KEYS[7], now + session, user)
         mark(user, "a", now + session)
         admitted = admitted + 1
+        admittedUsers[admitted] = user
       else
         mark(user, "x", 0)
         dropped = dropped + 1
@@ -231,8 +234,9 @@ local started = shuffled and 1 or 0
 local loaded = tonumber(q[14] or "0")
 if changed then
   version = rcall("HINCRBY", KEYS[1], "version", 1)
-  rcall("SPUBLISH", ARGV[4], table.concat({loaded, version, now, serving, placed, pool, inside, soldOut, started,
-    interval, poolServed}, "|"))
+  local head = table.concat({loaded, version, now, serving, placed, pool, inside, soldOut, started, interval,
+    poolServed, now + session}, "|")
+  rcall("SPUBLISH", ARGV[4], #admittedUsers > 0 and head .. " " .. table.concat(admittedUsers, " ") or head)
 end
 
 local ticketNo, place, status, ends, poolRank = 0, 0, "", 0, -1
