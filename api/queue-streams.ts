@@ -48,6 +48,8 @@ interface Stream {
   poolServedAt: number;
   /** When this node next marks the shopper present, ms (this node's clock). */
   touchAt: number;
+  /** A pass skipped it while its ticket was being read: the read sends its view. */
+  skipped: boolean;
   send(answer: QueueAnswer): void;
   end(): void;
 }
@@ -145,7 +147,7 @@ export class QueueStreams {
       return undefined;
     }
     this.apply(sale, snap);
-    const s: Stream = { userId, ticket: snap.ticket, poolServedAt: snap.poolServed, touchAt: this.nextTouch(), send: noop, end: noop };
+    const s: Stream = { userId, ticket: snap.ticket, poolServedAt: snap.poolServed, touchAt: this.nextTouch(), skipped: false, send: noop, end: noop };
     let state: 'opened' | 'started' | 'closed' = 'opened';
     return {
       first: answerOf(this.d, room.saleId, userId, snap),
@@ -256,10 +258,11 @@ export class QueueStreams {
           const t = tickets[j];
           if (!sale.streams.has(s)) return;
           if (!t) return s.end(); // the queue was lost with Redis: the client reconnects, reads 404 and joins again
-          // Only a new state or place is sent from here; positions go out with the paced passes.
-          const moved = t.status !== s.ticket.status || t.place !== s.ticket.place;
+          // Only a new state or place is sent from here (or a view a pass skipped); positions go out with the passes.
+          const moved = t.status !== s.ticket.status || t.place !== s.ticket.place || s.skipped;
           s.ticket = t;
           s.poolServedAt = poolServed;
+          s.skipped = false;
           if (moved) s.send(this.answer(sale, s));
         });
       }
@@ -310,7 +313,9 @@ export class QueueStreams {
       for (let j = i; j < Math.min(i + SEND_CHUNK, list.length); j++) {
         const s = list[j]!;
         // A stream being read gets its view from the read (a ticket just placed or reached); the rest from here.
-        if (sale.streams.has(s) && !sale.reading.has(s)) s.send(this.answer(sale, s));
+        if (!sale.streams.has(s)) continue;
+        if (sale.reading.has(s)) s.skipped = true;
+        else s.send(this.answer(sale, s));
       }
       const spent = performance.now() - t0;
       busy += spent;

@@ -7,7 +7,8 @@
  * - With a waiting room: 5,000 people (FAIRNESS_PEOPLE) join the pre-queue at random times over a compressed window
  *   (FAIRNESS_WINDOW_S), follow their ticket over its event stream and, once admitted, buy after a human reaction
  *   time (0.3–1.5 s). 50 bots with 20 identities each (FAIRNESS_BOTS, FAIRNESS_IDENTITIES) join in the last 200 ms
- *   before the start (departures spread so that the last leaves 1 ms before it) and then hammer: each identity
+ *   before the start (their departures spread over 200 ms and moved earlier by the slowest answer they measured
+ *   a few seconds before, so that they land in the pre-queue as late as they can) and then hammer: each identity
  *   polls its ticket at the per-shopper poll limit (10/s) and tries to buy without an admission token at the
  *   purchase limit (2/s), one request in flight at a time, and buys the moment it reads "admitted".
  * - Without one (the contrast): the people press Buy after a reaction time of 0.2–2 s from the opening; the bots
@@ -56,6 +57,8 @@ export interface FairnessRun {
   botUnitShare: number;
   accepted: number;
   requests: number;
+  /** Connection errors, each retried. */
+  errors: number;
   /** First request to sold out and every 202 final, s. */
   durationS: number;
   statuses: Record<string, number>;
@@ -109,6 +112,8 @@ class Client {
   readonly statuses: Record<string, number> = {};
   readonly accepted: string[] = [];
   requests = 0;
+  /** Connection errors (the request is sent again, with the same Idempotency-Key for a purchase). */
+  errors = 0;
 
   constructor(
     readonly url: string,
@@ -117,13 +122,26 @@ class Client {
 
   async call(who: Shopper, method: 'GET' | 'POST', path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
     this.requests++;
-    const res = await request(`${this.url}${path}`, {
-      method,
-      dispatcher: who.bot ? this.bots : this.people,
-      headers: { authorization: `Bearer ${who.token}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}), ...headers },
-      ...(method === 'POST' ? { body: '{}' } : {}),
-    });
-    const text = await res.body.text();
+    let res;
+    let text;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        res = await request(`${this.url}${path}`, {
+          method,
+          dispatcher: who.bot ? this.bots : this.people,
+          headers: { authorization: `Bearer ${who.token}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}), ...headers },
+          ...(method === 'POST' ? { body: '{}' } : {}),
+        });
+        text = await res.body.text();
+        break;
+      } catch (err) {
+        this.errors++;
+        const kind = `error ${(err as { code?: string }).code ?? (err as Error).message}`;
+        this.statuses[kind] = (this.statuses[kind] ?? 0) + 1;
+        if (attempt >= 5) throw err;
+        await sleep(100 * attempt);
+      }
+    }
     let body: any = {};
     try {
       body = JSON.parse(text);
@@ -136,8 +154,9 @@ class Client {
     return { status: res.statusCode, body };
   }
 
-  buy(who: Shopper, admissionToken?: string) {
-    return this.call(who, 'POST', `/api/sales/${this.saleId}/purchases`, admissionToken ? { 'admission-token': admissionToken } : {});
+  /** A purchase attempt; `attempt` names it in its Idempotency-Key, so a re-sent one is the same request. */
+  buy(who: Shopper, attempt: number, admissionToken?: string) {
+    return this.call(who, 'POST', `/api/sales/${this.saleId}/purchases`, { 'idempotency-key': `${who.userId}-${attempt}`, ...(admissionToken ? { 'admission-token': admissionToken } : {}) });
   }
 
   async close(): Promise<void> {
@@ -145,9 +164,12 @@ class Client {
   }
 }
 
-/** Follows a ticket's stream until it is admitted or out. @returns the last answer, or undefined if the stream ended first. */
-function followTicket(port: number, path: string, token: string): Promise<any> {
-  return new Promise((resolve, reject) => {
+/**
+ * Follows a ticket's stream until it is admitted or out. @returns the last answer, or undefined when the stream
+ * ended first (its lifetime, or a connection error, counted in `errors`).
+ */
+function followTicket(port: number, path: string, token: string, errors: { count: number; kinds: Record<string, number> }): Promise<any> {
+  return new Promise((resolve) => {
     let last: any;
     let done = false;
     let close = () => undefined as void;
@@ -166,11 +188,18 @@ function followTicket(port: number, path: string, token: string): Promise<any> {
         if (['admitted', 'sold_out', 'done', 'expired'].includes(last.state)) finish(last);
       },
       onEnd: () => finish(undefined),
-    }).then((s) => {
-      if (s.status !== 200) return finish({ state: `http-${s.status}` });
-      close = s.close;
-      if (done) s.close();
-    }, reject);
+    }).then(
+      (s) => {
+        if (s.status !== 200) return finish({ state: `http-${s.status}` });
+        close = s.close;
+        if (done) s.close();
+      },
+      (err: { code?: string }) => {
+        errors.count++;
+        errors.kinds[err.code ?? 'other'] = (errors.kinds[err.code ?? 'other'] ?? 0) + 1;
+        finish(undefined);
+      },
+    );
   });
 }
 
@@ -244,6 +273,7 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
       const client = new Client(sys.apiUrl, saleId);
       const queue = `/api/sales/${saleId}/queue`;
       const tickets = { people: 0, bots: 0, botsInPrequeue: 0 };
+      const streamErrors = { count: 0, kinds: {} as Record<string, number> };
       log(`Fairness with a waiting room: ${o.people} people join over ${o.windowS} s, ${o.bots} bots × ${o.identitiesPerBot} identities in the last 200 ms, ${o.units} units, ${o.admissionsPerMinute}/min, ${o.maxInside} inside`);
       const person = async (p: Shopper) => {
         await until(now + 2000 + Math.random() * o.windowS * 1000);
@@ -251,44 +281,53 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
         if (joined.status !== 201 && joined.status !== 200) return;
         tickets.people++;
         for (let i = 0; i < 20; i++) {
-          const last = await followTicket(port, `${queue}/events`, p.token);
+          const last = await followTicket(port, `${queue}/events`, p.token, streamErrors);
           if (last?.state === 'admitted') {
             await sleep(uniform(300, 1500));
-            await client.buy(p, last.admissionToken);
+            await client.buy(p, 1, last.admissionToken);
             return;
           }
           if (last) return; // sold out, expired or refused
         }
       };
+      // Bots keep their connections open before the start, and measure how long an answer takes (a read of a ticket
+      // they do not have yet: 404), so their joins leave early enough to land in the pre-queue's last 200 ms.
+      let lead = 0;
+      const warm = (async () => {
+        await until(startsAt - 6000);
+        const took = await Promise.all(bots.map(async (b) => {
+          const t = Date.now();
+          await client.call(b, 'GET', `${queue}/me`);
+          return Date.now() - t;
+        }));
+        lead = Math.max(...took);
+      })();
       const bot = async (b: Shopper, i: number) => {
-        await until(startsAt - 200 + (199 * i) / botCount);
+        await warm;
+        await until(startsAt - lead - 200 + (199 * i) / botCount);
         const joined = await client.call(b, 'POST', queue);
         if (joined.status !== 201 && joined.status !== 200) return;
         tickets.bots++;
         if (joined.body.state === 'prequeue') tickets.botsInPrequeue++;
         let tried = 0;
+        let attempts = 0;
         for (let polled = Date.now(); Date.now() < startsAt + DEADLINE_MS; polled = Date.now()) {
           const me = await client.call(b, 'GET', `${queue}/me`);
           if (me.body.state === 'admitted') {
-            await client.buy(b, me.body.admissionToken);
+            await client.buy(b, 0, me.body.admissionToken);
             return;
           }
           if (me.status !== 200 || ['sold_out', 'done', 'expired'].includes(me.body.state)) return;
           if (Date.now() - tried >= TRY_EVERY_MS) {
             tried = Date.now();
-            await client.buy(b); // without a token: refused, and it changes nothing
+            await client.buy(b, ++attempts); // without a token: refused, and it changes nothing
           }
           await until(polled + POLL_EVERY_MS);
         }
       };
-      // Bots keep their connections open before the start (a read of a ticket they do not have yet: 404).
-      const warm = (async () => {
-        await until(startsAt - 1500);
-        await Promise.all(bots.map((b) => client.call(b, 'GET', `${queue}/me`)));
-      })();
-      await Promise.all([...people.map(person), ...bots.map(bot), warm]);
+      await Promise.all([...people.map(person), ...bots.map(bot)]);
       const { units, durationS } = await settle(label, saleId, client, startsAt);
-      runs.room = { label, tickets, units, botTicketShare: tickets.bots / (tickets.bots + tickets.people), botUnitShare: units.bots / Math.max(1, units.bots + units.people), accepted: client.accepted.length, requests: client.requests, durationS, statuses: client.statuses };
+      runs.room = { label, tickets, units, botTicketShare: tickets.bots / (tickets.bots + tickets.people), botUnitShare: units.bots / Math.max(1, units.bots + units.people), accepted: client.accepted.length, requests: client.requests, errors: client.errors + streamErrors.count, durationS, statuses: { ...client.statuses, ...Object.fromEntries(Object.entries(streamErrors.kinds).map(([k, v]) => [`stream error ${k}`, v])) } };
       await client.close();
     }
 
@@ -300,8 +339,8 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
       const client = new Client(sys.apiUrl, saleId);
       log(`   without a waiting room: ${o.people} people press Buy 0.2–2 s after the opening, the ${botCount} bot identities fire at the opening millisecond`);
       const until409 = async (s: Shopper, retryMs: () => number) => {
-        for (;;) {
-          const r = await client.buy(s);
+        for (let attempt = 1; ; attempt++) {
+          const r = await client.buy(s, attempt);
           if (r.status === 202 || (r.status === 409 && r.body.type !== '/problems/sale-not-active') || Date.now() > startsAt + DEADLINE_MS) return;
           await sleep(retryMs());
         }
@@ -317,7 +356,7 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
         }),
       ]);
       const { units, durationS } = await settle(label, saleId, client, startsAt);
-      runs.plain = { label, tickets: { people: o.people, bots: botCount, botsInPrequeue: 0 }, units, botTicketShare: botCount / shoppers, botUnitShare: units.bots / Math.max(1, units.bots + units.people), accepted: client.accepted.length, requests: client.requests, durationS, statuses: client.statuses };
+      runs.plain = { label, tickets: { people: o.people, bots: botCount, botsInPrequeue: 0 }, units, botTicketShare: botCount / shoppers, botUnitShare: units.bots / Math.max(1, units.bots + units.people), accepted: client.accepted.length, requests: client.requests, errors: client.errors, durationS, statuses: client.statuses };
       await client.close();
     }
   } finally {
@@ -326,7 +365,8 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
     await db.end();
   }
   for (const r of [runs.room!, runs.plain!]) {
-    log(`   ${r.label}: bots had ${pct(r.botTicketShare)} of the ${r.label.includes('no') ? 'shoppers' : 'tickets'} (${r.tickets.bots}${r.label.includes('no') ? '' : `, ${r.tickets.botsInPrequeue} in the pre-queue`}) and got ${pct(r.botUnitShare)} of the units (${r.units.bots} of ${r.units.bots + r.units.people}); ${r.requests} requests, ${r.accepted} accepted, ${r.durationS.toFixed(1)} s`);
+    log(`   ${r.label}: bots had ${pct(r.botTicketShare)} of the ${r.label.includes('no') ? 'shoppers' : 'tickets'} (${r.tickets.bots}${r.label.includes('no') ? '' : `, ${r.tickets.botsInPrequeue} in the pre-queue`}) and got ${pct(r.botUnitShare)} of the units (${r.units.bots} of ${r.units.bots + r.units.people}); ${r.requests} requests (${r.errors} connection errors, retried), ${r.accepted} accepted, ${r.durationS.toFixed(1)} s`);
+    log(`     answers: ${Object.entries(r.statuses).map(([k, v]) => `${k} × ${v}`).join(', ')}`);
   }
   return { options: o, room: runs.room!, plain: runs.plain!, checks };
 }
@@ -351,6 +391,11 @@ async function main(): Promise<number> {
   const dir = fileURLToPath(new URL('./results/logs', import.meta.url));
   mkdirSync(dir, { recursive: true });
   const sys = await BenchSystem.start(config, env, `${dir}/${stamp}-fairness`);
+  const interrupt = (signal: NodeJS.Signals) => {
+    console.error(`\n${signal}: cleaning up...`);
+    void sys.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
   try {
     sys.startWorker();
     const r = await fairness(sys, config);

@@ -203,9 +203,15 @@ async function withStreams(perNode: number): Promise<void> {
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
   const logPrefix = `${RESULTS_DIR}/logs/${stamp}-queue`;
   const sys = await BenchSystem.start(config, env, logPrefix);
+  const crowds: ChildProcess[] = [];
+  const interrupt = (signal: NodeJS.Signals) => {
+    console.error(`\n${signal}: cleaning up...`);
+    for (const c of crowds) c.kill();
+    void sys.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
   const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
   const sub = new Redis(config.REDIS_URL);
-  const crowds: ChildProcess[] = [];
   let saleId: string | undefined;
   try {
     const api2 = await sys.startApi('api2', {});

@@ -221,10 +221,30 @@ describe('rate, cap, abandoned tickets', () => {
     expect(overRate(times, 600)).toEqual([]);
   });
 
+  it('when fewer units are left than the cap allows, then no more shoppers are inside than units left', async () => {
+    const saleId = await waitingSale({ admissionsPerMinute: 6000, maxInside: 10 }, { stock: 2 });
+    const crowd = users(5, 'units');
+    for (const u of crowd) await join(saleId, u);
+    const k = queueKeys(sys.config.REDIS_KEY_PREFIX, saleId);
+    const rounds = async () => {
+      for (let i = 0; i < 10; i++) await pollUntil(saleId, crowd, async () => true); // many chances to admit
+    };
+    await rounds();
+    expect(await sys.redis.zcard(k.inside)).toBe(2);
+    const [first] = await admittedOrder(saleId);
+    const bought = await buy(saleId, first!, (await me(saleId, first!)).body.admissionToken);
+    expect((await sys.waitForFinal(saleId, bought.body.requestId)).status).toBe('succeeded');
+    await rounds();
+    // The buyer's place came free, but the one unit left is the other admitted shopper's to buy.
+    expect((await me(saleId, first!)).body.state).toBe('done');
+    expect(await sys.redis.zcard(k.inside)).toBe(1);
+    expect(await sys.redis.hget(k.queue, 'admitted')).toBe('2');
+  });
+
   it('when many wait with their streams open and nobody polls, then the ticks alone reach the configured rate and never exceed its bound', async () => {
     const startsAt = new Date(Date.now() + 4000).toISOString();
     const perMinute = 6000; // T = 10 ms: one node ticking every 100 ms must admit about ten shoppers a tick
-    const saleId = await waitingSale({ admissionsPerMinute: perMinute }, { startsAt });
+    const saleId = await waitingSale({ admissionsPerMinute: perMinute }, { startsAt, stock: 1000 });
     const crowd = users(150, 'rate');
     for (const u of crowd) expect((await join(saleId, u)).status).toBe(201);
     const streams = await Promise.all(crowd.map((u) => follow(saleId, u)));

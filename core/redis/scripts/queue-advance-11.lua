@@ -12,7 +12,8 @@
   may be admitted in one call. Guaranteed bound: over ANY window of W (closed, same unit as T), at most
   floor((W + tau) / T) + 1 admissions. (Admissions k..m inside [a, a + W]: tat after k is >= a + T, each later one
   adds T, and the m-th needed tat_{m-1} - tau <= a + W, so (m - k) * T <= W + tau.) Credit never banks beyond tau,
-  whoever calls and however rarely, and nothing is admitted while `cap` shoppers are inside. The rate is reached
+  whoever calls and however rarely, and nothing is admitted while `cap` shoppers are inside, nor while as many are
+  inside as the sale has units left (`remaining`: unsold, queued purchases included). The rate is reached
   when, with enough shoppers waiting, some call comes at least every tau: each call leaves tat > now + tau, so the
   next call within tau finds tat ahead of its clock and the schedule never loses a slot.
 
@@ -195,7 +196,11 @@ if shuffled and soldOut == 0 then
   local base = math.max(tat, nowUs)
   local budget = 0
   if tat <= nowUs + tau then budget = 1 + math.floor((nowUs + tau - base) / interval) end
-  local limit = math.min(budget, cap - rcall("ZCARD", KEYS[7]), MAX_ADMIT)
+  -- Never more inside than units left (one each): nobody is let in without a unit to buy, so speed inside wins
+  -- nothing. remaining counts the units held by queued purchases too; a sale not in Redis bounds nothing here.
+  local most = cap
+  if sale[1] and tonumber(sale[1]) < most then most = tonumber(sale[1]) end
+  local limit = math.min(budget, most - rcall("ZCARD", KEYS[7]), MAX_ADMIT)
   local abandonedBefore = now - tonumber(ARGV[2])
   while admitted < limit and dropped < MAX_DROP do
     local key, popped = KEYS[4], rcall("ZPOPMIN", KEYS[4], limit - admitted)
