@@ -33,6 +33,7 @@ import { isMain } from '../core/process.ts';
 import { migrate } from '../prisma/migrate.ts';
 import type { Check } from './report.ts';
 import { openSse } from './sse-client.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 export interface FairnessOptions {
@@ -300,7 +301,7 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
           await client.call(b, 'GET', `${queue}/me`);
           return Date.now() - t;
         }));
-        lead = Math.max(...took);
+        lead = 2 * Math.max(...took) + 50; // with a margin: answers slow down as the crowd arrives
       })();
       const bot = async (b: Shopper, i: number) => {
         await warm;
@@ -372,25 +373,13 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
 }
 
 async function main(): Promise<number> {
-  const id = randomBytes(4).toString('hex');
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    JWT_SECRET: randomBytes(32).toString('hex'),
-    ADMIN_TOKEN: randomBytes(16).toString('hex'),
-    REDIS_KEY_PREFIX: `fs:bench-fair-${id}`,
-    AMQP_PREFIX: `fs.bench-fair-${id}`,
-    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-    WORKER_METRICS_PORT: '0',
-    // Every simulated shopper and bot shares this one address: the limits would refuse them all.
-    RATE_LIMITS: 'off',
-  };
+  // Every simulated shopper and bot shares this one address: the rate limits are off (benchEnv).
+  const env = benchEnv('fair');
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   const dir = fileURLToPath(new URL('./results/logs', import.meta.url));
   mkdirSync(dir, { recursive: true });
-  const sys = await BenchSystem.start(config, env, `${dir}/${stamp}-fairness`);
+  const sys = await BenchSystem.start(config, env, `${dir}/${stampOf()}-fairness`);
   const interrupt = (signal: NodeJS.Signals) => {
     console.error(`\n${signal}: cleaning up...`);
     void sys.stop().finally(() => process.exit(130));

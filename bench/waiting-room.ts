@@ -38,6 +38,7 @@ import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type Queue
 import { migrate } from '../prisma/migrate.ts';
 import { startRedisNode } from '../scripts/local/redis-node.ts';
 import { percentiles } from './load.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 const tickets = Number(process.env.QUEUE_BENCH_TICKETS ?? 100_000);
@@ -185,23 +186,12 @@ function passesIn(logPath: string, from: number, to: number): Pass[] {
 
 /** Part 2: two API nodes holding one real stream per ticket, up to the open-file limit. */
 async function withStreams(perNode: number): Promise<void> {
-  const id = randomBytes(4).toString('hex');
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    JWT_SECRET: randomBytes(32).toString('hex'),
-    ADMIN_TOKEN: randomBytes(16).toString('hex'),
-    REDIS_KEY_PREFIX: `fs:bench-q-${id}`,
-    AMQP_PREFIX: `fs.bench-q-${id}`,
-    LOG_LEVEL: 'debug', // the nodes log each pass over their streams
-    WORKER_METRICS_PORT: '0',
-    RATE_LIMITS: 'off',
-  };
+  const env = benchEnv('q', { LOG_LEVEL: 'debug' }); // the nodes log each pass over their streams
+  const id = env.REDIS_KEY_PREFIX!.split('-').at(-1)!;
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
-  const logPrefix = `${RESULTS_DIR}/logs/${stamp}-queue`;
+  const logPrefix = `${RESULTS_DIR}/logs/${stampOf()}-queue`;
   const sys = await BenchSystem.start(config, env, logPrefix);
   const crowds: ChildProcess[] = [];
   const interrupt = (signal: NodeJS.Signals) => {

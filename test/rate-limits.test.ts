@@ -170,46 +170,40 @@ async function stream(url: string, token: string, stopAfter?: RegExp): Promise<{
   return { status: 200, text };
 }
 
+/**
+ * Opens two streams of `url` (the cap is 2), expects 429 for a third, then each of the two to carry `retry: 750` and
+ * `content` and to end after its lifetime, and the slots to come back once they ended.
+ */
+async function expectCappedStreams(url: string, token: string, content: string): Promise<void> {
+  const open = [await stream(url, token), await stream(url, token)];
+  expect(open.map((s) => s.status)).toEqual([200, 200]);
+  const third = await stream(url, token);
+  expect(third.status).toBe(429);
+  expect(JSON.parse(await third.text).type).toBe('/problems/rate-limited');
+  for (const text of await Promise.all(open.map((s) => s.text))) {
+    expect(text).toMatch(/^retry: 750$/m);
+    expect(text).toContain(content);
+  }
+  const again = await stream(url, token, /^data: /m);
+  expect(again.status).toBe(200);
+  await again.text;
+}
+
 describe('event streams', () => {
   it('when a shopper opens more streams than allowed, then the next gets 429; every stream carries retry: and ends after its lifetime', async () => {
     const saleId = await sys.createSale({ stock: 5 });
     const token = await sys.token(`streams-${randomUUID()}`);
     const buy = await sys.http.post(`/api/sales/${saleId}/purchases`).set('Authorization', `Bearer ${token}`).send({});
     expect(buy.status).toBe(202);
-    const url = `${sys.url}${buy.body.eventsUrl}`;
-    const open = [await stream(url, token), await stream(url, token)];
-    expect(open.map((s) => s.status)).toEqual([200, 200]);
-    const third = await stream(url, token);
-    expect(third.status).toBe(429);
-    expect(JSON.parse(await third.text).type).toBe('/problems/rate-limited');
     // The purchase stays queued (no worker): the streams end only because their lifetime is over.
-    for (const text of await Promise.all(open.map((s) => s.text))) {
-      expect(text).toMatch(/^retry: 750$/m);
-      expect(text).toContain('event: status');
-    }
-    // The slots came back when the streams ended.
-    const again = await stream(url, token, /event: status/);
-    expect(again.status).toBe(200);
-    await again.text;
+    await expectCappedStreams(`${sys.url}${buy.body.eventsUrl}`, token, 'event: status');
   });
 
   it('when a shopper opens more waiting-room streams than allowed, then the next gets 429; every stream carries retry: and ends after its lifetime', async () => {
     const saleId = await sys.createSale({ stock: 5, startsAt: new Date(Date.now() + 3_600_000).toISOString(), waitingRoom: { admissionsPerMinute: 60, maxInside: 10 } });
     const token = await sys.token(`queue-streams-${randomUUID()}`);
     expect((await sys.http.post(`/api/sales/${saleId}/queue`).set('Authorization', `Bearer ${token}`).send({})).status).toBe(201);
-    const url = `${sys.url}/api/sales/${saleId}/queue/events`;
-    const open = [await stream(url, token), await stream(url, token)];
-    expect(open.map((s) => s.status)).toEqual([200, 200]);
-    const third = await stream(url, token);
-    expect(third.status).toBe(429);
-    expect(JSON.parse(await third.text).type).toBe('/problems/rate-limited');
     // The ticket stays in the pre-queue: the streams end only because their lifetime is over.
-    for (const text of await Promise.all(open.map((s) => s.text))) {
-      expect(text).toMatch(/^retry: 750$/m);
-      expect(text).toContain('"state":"prequeue"');
-    }
-    const again = await stream(url, token, /event: queue/);
-    expect(again.status).toBe(200);
-    await again.text;
+    await expectCappedStreams(`${sys.url}/api/sales/${saleId}/queue/events`, token, '"state":"prequeue"');
   });
 });
