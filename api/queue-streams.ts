@@ -116,13 +116,6 @@ export class QueueStreams {
     });
   }
 
-  /** Streams held, count. */
-  get size(): number {
-    let n = 0;
-    for (const s of this.sales.values()) n += s.streams.size;
-    return n;
-  }
-
   /**
    * Opens a stream of `userId`'s ticket: subscribes to the sale's changes (once per sale and node) before reading
    * the ticket, so no change after the read is missed. @returns undefined when the shopper has no ticket.
