@@ -33,7 +33,7 @@ import { isMain } from '../core/process.ts';
 import { migrate } from '../prisma/migrate.ts';
 import type { Check } from './report.ts';
 import { openSse } from './sse-client.ts';
-import { benchEnv, stampOf } from './bench-env.ts';
+import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 export interface FairnessOptions {
@@ -375,6 +375,7 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
 async function main(): Promise<number> {
   // Every simulated shopper and bot shares this one address: the rate limits are off (benchEnv).
   const env = benchEnv('fair');
+  buildIfCompiled();
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   const dir = fileURLToPath(new URL('./results/logs', import.meta.url));

@@ -38,7 +38,7 @@ import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type Queue
 import { migrate } from '../prisma/migrate.ts';
 import { startRedisNode } from '../scripts/local/redis-node.ts';
 import { percentiles } from './load.ts';
-import { benchEnv, stampOf } from './bench-env.ts';
+import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 const tickets = Number(process.env.QUEUE_BENCH_TICKETS ?? 100_000);
@@ -188,6 +188,7 @@ function passesIn(logPath: string, from: number, to: number): Pass[] {
 async function withStreams(perNode: number): Promise<void> {
   const env = benchEnv('q', { LOG_LEVEL: 'debug' }); // the nodes log each pass over their streams
   const id = env.REDIS_KEY_PREFIX!.split('-').at(-1)!;
+  buildIfCompiled();
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
