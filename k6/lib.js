@@ -43,10 +43,22 @@ function params(endpoint, headers, responseCallback) {
 
 const adminHeaders = () => ({ Authorization: `Bearer ${ADMIN_TOKEN}`, 'Content-Type': 'application/json' });
 
-/** Stops the test at once when the deployment is not ready, rather than reporting thousands of failures. */
+/** Longest wait in setup for the deployment to be ready, s: a node just started, or a dependency slow to answer. */
+const READY_WAIT_S = envNumber('READY_WAIT_S', 30);
+
+/**
+ * Waits for `/readyz` (once a second, up to READY_WAIT_S), and stops the test when the deployment stays not ready,
+ * rather than reporting thousands of failures.
+ */
 export function requireReady() {
-  const res = http.get(`${BASE_URL}/readyz`, params('readyz', {}, OK_EXPECTED));
-  if (res.status !== 200) fail(`${BASE_URL}/readyz answered ${res.status}: ${res.body}`);
+  let res;
+  for (let waited = 0; ; waited++) {
+    res = http.get(`${BASE_URL}/readyz`, params('readyz', {}, OK_EXPECTED));
+    if (res.status === 200) return;
+    if (waited >= READY_WAIT_S) break;
+    sleep(1);
+  }
+  fail(`${BASE_URL}/readyz answered ${res.status} for ${READY_WAIT_S} s: ${res.body}`);
 }
 
 /** Creates a sale through the admin API. @returns the sale as the API shows it (id, stock, perUserLimit, ...). */
