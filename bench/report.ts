@@ -9,6 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import type { FairnessResult } from './fairness.ts';
 import type { Latency } from './load.ts';
 
 export interface Machine {
@@ -98,7 +99,7 @@ export interface Results {
   /** One Redis process taking admissions alone: what one shard of a hot sale carries. */
   redisShard?: { admissions: number; perS: number; redisCpuPerAdmissionUs: number; redisCpuShare: number; clients: number };
   /** The fairness step's figures (bench/fairness.ts). */
-  fairness?: Record<string, unknown>;
+  fairness?: Pick<FairnessResult, 'room' | 'plain' | 'options'>;
   checks: Check[];
   error?: string;
   ok: boolean;
@@ -165,6 +166,7 @@ export function boundOf(perRun: Record<string, number>[], cores: number): string
 
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
 const ms = (n: number) => (Number.isFinite(n) ? (n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : Math.round(n).toString()) : '–');
+const pct1 = (n: number) => `${(n * 100).toFixed(1)}%`;
 const pct = (n: number | undefined) => (n === undefined ? '' : `${Math.round(n * 100)}%`);
 const mark = (c: Check) => `${c.ok ? '✅' : '❌'} ${c.name}${c.detail ? ` (${c.detail})` : ''}`;
 const fig = (n: number, unit: string) => (unit === '×' ? n.toFixed(2) : unit === 'ms' || unit === 's' ? ms(n) : int(n));
@@ -225,7 +227,20 @@ export function markdown(r: Results): string {
     rows.push(`| – | Cost of metrics (1 − on/off throughput) | accept path ${(x.accept * 100).toFixed(1)}% (on ${runs(x.rps.on!.accept)} vs off ${runs(x.rps.off!.accept)} req/s); sold-out path ${(x.soldOut * 100).toFixed(1)}% (on ${runs(x.rps.on!.soldOut)} vs off ${runs(x.rps.off!.soldOut)} req/s) |`);
   }
   if (rows.length) out.push('## Worker, end to end, crowd', '', '| Run | Measure | Result |', '|--:|---|---|', ...rows, '');
-  if (r.fairness) out.push('## Fairness', '', '```json', JSON.stringify(r.fairness, null, 2), '```', '');
+  if (r.fairness) {
+    const f = r.fairness;
+    const o = f.options;
+    out.push(
+      '## Fairness',
+      '',
+      `${int(o.people)} people, ${o.bots} bots × ${o.identitiesPerBot} identities, ${int(o.units)} units; the room admits ${int(o.admissionsPerMinute)}/min, ${int(o.maxInside)} inside at most.`,
+      '',
+      '| Sale | Bots\' share of tickets (shoppers) | Bots\' share of units | Units to bots / people | Requests | Seconds |',
+      '|---|--:|--:|--:|--:|--:|',
+      ...[f.room, f.plain].map((x) => `| ${x.label} | ${pct1(x.botTicketShare)} | **${pct1(x.botUnitShare)}** | ${x.units.bots} / ${x.units.people} | ${int(x.requests)} | ${x.durationS.toFixed(1)} |`),
+      '',
+    );
+  }
   out.push('## Invariants', '', ...r.checks.map((c) => `- ${mark(c)}`), '');
   return out.join('\n');
 }

@@ -9,7 +9,8 @@
  *   3. End to end: with the worker running, 1,000 req/s for 10 s, from acceptance to final state.
  *   4. A flash crowd of 100,000 shoppers for 1,000 units: until every shopper has a final answer.
  *
- * Then once: the cost of metrics (METRICS on/off side by side) and one Redis shard's admissions alone. Each target
+ * Then once: fairness against bots, with and without a waiting room (bench/fairness.ts), one Redis shard's
+ * admissions alone, and the cost of metrics (METRICS on/off side by side). Each target
  * is printed with each run's figure, the median, the range, how many runs met it, and what bound it (the CPU of
  * every process during its step). After each step the invariants are checked (no oversell, every 202 final, one
  * order per success, counts add up); a broken one fails the run (exit 1): a fast wrong answer is not a result.
@@ -19,12 +20,12 @@
  * sources under tsx instead of the build.
  */
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig, type Config } from '../core/config.ts';
 import { migrate } from '../prisma/migrate.ts';
+import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
 import { Checks } from './checks.ts';
 import { generatorName } from './closed-loop.ts';
 import { processGroups, type Bench } from './context.ts';
@@ -32,6 +33,7 @@ import { canReadCpu } from './cpu.ts';
 import { Shoppers } from './load.ts';
 import { boundOf, machine, markdown, median, writeReport, type Results, type RunDetail, type StepRow, type TargetRow } from './report.ts';
 import { settings, TARGETS } from './settings.ts';
+import { fairness, fairnessOptions } from './fairness.ts';
 import { crowd } from './steps/crowd.ts';
 import { drain, topUp } from './steps/drain.ts';
 import { endToEnd } from './steps/end-to-end.ts';
@@ -40,7 +42,6 @@ import { metricsCost } from './steps/metrics-cost.ts';
 import { redisShard } from './steps/redis-shard.ts';
 import { BenchSystem } from './system.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
 const BIG_STOCK = 10_000_000;
 
@@ -93,31 +94,17 @@ function targets(steps: StepRow[], runs: RunDetail[], cores: number): TargetRow[
 }
 
 async function main(): Promise<number> {
-  const id = randomBytes(4).toString('hex');
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const stamp = stampOf();
   const compiled = process.env.BENCH_TSX !== '1';
-  // Production mode (secrets required, no demo login), on names of the run's own.
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    JWT_SECRET: randomBytes(32).toString('hex'),
-    ADMIN_TOKEN: randomBytes(16).toString('hex'),
-    REDIS_KEY_PREFIX: `fs:bench-${id}`,
-    AMQP_PREFIX: `fs.bench-${id}`,
-    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-    WORKER_METRICS_PORT: '0',
-    // One load generator on one address: the limits would refuse it. `npm run bench:limits` measures their cost.
-    RATE_LIMITS: process.env.BENCH_RATE_LIMITS ?? 'off',
-  };
+  // One load generator on one address: the limits would refuse it. `npm run bench:limits` measures their cost.
+  const env = benchEnv('run', { RATE_LIMITS: process.env.BENCH_RATE_LIMITS ?? 'off' });
+  const id = env.REDIS_KEY_PREFIX!.split('-').pop()!;
   const config: Config = loadConfig(env);
   const results: Results = { machine: machine(), settings, generator: generatorName(), compiled, ...(process.env.BENCH_SYSTEM_ROOT ? { systemRoot: process.env.BENCH_SYSTEM_ROOT } : {}), steps: [], runs: [], targets: [], checks: [], ok: false };
   const checks = new Checks();
   console.log(`Benchmark ${stamp}: ${results.machine.cores} cores, Node ${results.machine.node}, commit ${results.machine.commit}, load from ${results.generator}, ${compiled ? 'compiled' : 'tsx'}${settings.quick ? ', QUICK' : ''}`);
   if (!canReadCpu()) console.log('   (no /proc here: CPU figures and bounds are left out)');
-  if (compiled && !process.env.BENCH_SYSTEM_ROOT) {
-    console.log('   npm run build...');
-    execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
-  }
+  buildIfCompiled();
 
   await migrate(config.DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
@@ -145,6 +132,12 @@ async function main(): Promise<number> {
       results.steps.push(...r.steps);
       results.runs.push(r.detail);
     }
+    console.log('\nFairness: bots against people, with and without a waiting room (the worker running)');
+    sys.startWorker();
+    const fair = await fairness(sys, config, settings.quick ? { ...fairnessOptions(), people: 300, bots: 5, identitiesPerBot: 4, units: 30, windowS: 3 } : fairnessOptions());
+    await sys.stopWorker();
+    results.fairness = { room: fair.room, plain: fair.plain, options: fair.options };
+    for (const c of fair.checks) checks.list.push(c);
     results.redisShard = await redisShard(b);
     const m = await metricsCost(b);
     results.metricsCost = m.cost;

@@ -310,7 +310,7 @@ export class BenchSystem {
 
   private async deleteRows(): Promise<void> {
     if (!this.saleIds.length) return;
-    for (const table of ['purchases', 'orders']) await this.db.query(`DELETE FROM ${table} WHERE sale_id = ANY($1::uuid[])`, [this.saleIds]);
+    for (const table of ['purchases', 'orders', 'waiting_rooms']) await this.db.query(`DELETE FROM ${table} WHERE sale_id = ANY($1::uuid[])`, [this.saleIds]);
     await this.db.query('DELETE FROM sales WHERE id = ANY($1::uuid[])', [this.saleIds]);
   }
 
