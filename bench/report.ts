@@ -44,6 +44,11 @@ export interface StepRow {
   cpu: Record<string, number>;
   /** CPU of the server under load (the API, or the ceiling) per answer, µs. */
   cpuPerAnswerUs?: number;
+  /**
+   * The API's own view of the step (its histograms, bucket upper bounds, ms): its answers' time from routing to the
+   * last byte, and its publisher confirms. What the sender saw beyond them waited before the API read the request.
+   */
+  server?: { answerP50Ms: number; answerP99Ms: number; confirmP50Ms: number; confirmP99Ms: number };
 }
 
 export interface RunDetail {
@@ -147,7 +152,7 @@ const SINGLE_THREADED = new Set(['api', 'bare', 'worker', 'redis']);
  * and a verdict. A single-threaded process at 85% of a core or more is the bound; else, with the machine's cores
  * 85% busy or more, the machine is; else nothing was saturated and the figure is a wait (confirms, fsync, I/O).
  */
-export function boundOf(perRun: Record<string, number>[], cores: number): string {
+export function boundOf(perRun: Record<string, number>[], cores: number, server?: StepRow['server'][]): string {
   if (perRun.length === 0) return '';
   const names = Object.keys(GROUP_LABELS).filter((g) => g !== 'machine' && perRun.some((r) => r[g] !== undefined));
   const shares = names.map((g) => [g, median(perRun.map((r) => r[g] ?? 0))] as const).sort((a, b) => b[1] - a[1]);
@@ -161,7 +166,11 @@ export function boundOf(perRun: Record<string, number>[], cores: number): string
     : machine >= 0.85 * cores
       ? `the machine: its ${cores} cores ${Math.round((machine / cores) * 100)}% busy${others >= 0.1 ? `, ${Math.round(others * 100)}% of a core by processes outside the run` : ''}`
       : 'no core saturated (waits)';
-  return `${verdict} (CPU of one core: ${list}${others >= 0.05 ? ` · outside the run ${Math.round(others * 100)}%` : ''})`;
+  const seen = (server ?? []).filter((x): x is NonNullable<StepRow['server']> => x !== undefined);
+  const inside = seen.length
+    ? `; in the API (bucket bounds, medians of the runs): answers p50 ≤ ${median(seen.map((x) => x.answerP50Ms))} ms, p99 ≤ ${median(seen.map((x) => x.answerP99Ms))} ms; publisher confirms p50 ≤ ${median(seen.map((x) => x.confirmP50Ms))} ms, p99 ≤ ${median(seen.map((x) => x.confirmP99Ms))} ms`
+    : '';
+  return `${verdict} (CPU of one core: ${list}${others >= 0.05 ? ` · outside the run ${Math.round(others * 100)}%` : ''})${inside}`;
 }
 
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
@@ -197,7 +206,7 @@ export function markdown(r: Results): string {
     '',
     '| Run | Step | Load | Answers | req/s | p50 ms | p99 ms | p99.9 ms | vs ceiling | server CPU µs/answer | CPU (share of a core) |',
     '|--:|---|---|--:|--:|--:|--:|--:|--:|--:|---|',
-    ...r.steps.map((l) => `| ${l.run} | ${l.name} | ${l.mode} | ${int(l.answers)} | ${int(l.rps)} | ${ms(l.latency.p50)} | ${ms(l.latency.p99)} | ${ms(l.latency.p99_9)} | ${pct(l.ofCeiling)} | ${l.cpuPerAnswerUs === undefined ? '' : int(l.cpuPerAnswerUs)} | ${cpuList(l.cpu)} |`),
+    ...r.steps.map((l) => `| ${l.run} | ${l.name} | ${l.mode} | ${int(l.answers)} | ${int(l.rps)} | ${ms(l.latency.p50)} | ${ms(l.latency.p99)} | ${ms(l.latency.p99_9)} | ${pct(l.ofCeiling)} | ${l.cpuPerAnswerUs === undefined ? '' : int(l.cpuPerAnswerUs)} | ${cpuList(l.cpu)}${l.server ? `; in the API: answers p99 ≤ ${l.server.answerP99Ms} ms, confirms p99 ≤ ${l.server.confirmP99Ms} ms` : ''} |`),
     '',
   );
   const rows: string[] = [];

@@ -15,7 +15,12 @@ import { itemsOf, parseWith } from './settle.ts';
 
 export type { WorkerDeps } from './context.ts';
 
-/** Most batches in flight at once, count: overlaps Redis, PostgreSQL and RabbitMQ round trips. */
+/**
+ * Most batches in flight at once, count: overlaps Redis, PostgreSQL and RabbitMQ round trips. Measured on a drain of
+ * 60,000 (2 cores, everything on them): 4 batches of 500 drained 14.7-16.1k decisions/s; 8 of 500, 4 of 1,000 or 8
+ * of 250 drained 10.8-12.7k, each decision costing PostgreSQL 25-60% more CPU (more backends inserting into the
+ * same sale's index pages at once).
+ */
 const MAX_CONCURRENT_BATCHES = 4;
 
 /**

@@ -7,6 +7,7 @@
 import { closedLoop, type RunStats } from '../closed-loop.ts';
 import { cleanLoad, noCrashes } from '../checks.ts';
 import { busy, type Bench } from '../context.ts';
+import { quantileBetween, readBuckets } from '../histograms.ts';
 import { cpuWindow } from '../cpu.ts';
 import { acceptInto, Cursor, openLoop } from '../load.ts';
 import type { StepRow } from '../report.ts';
@@ -55,6 +56,10 @@ export async function sideBySide(b: Bench, run: number, bigSale: string, soldOut
 
   if (warm) {
     console.log(`   warm-up, ${s.warmupS} s each...`);
+    // The open-loop sender (undici, in this process) warms up too: its first seconds were the tail of the first run.
+    const warmTokens = await cursor.takeMany(s.warmupS * 500);
+    let sent = 0;
+    await openLoop({ url: sys.apiUrl, path: path(bigSale), connections: s.connections, rate: 500, durationS: s.warmupS, token: () => warmTokens[sent++]!, onAnswer: acceptInto(acceptedIds) });
     await closedLoop({ ...base, url: sys.bareUrl, path: path(bigSale), durationS: s.warmupS, tokens: anyone, wrap: true, expect: 'any-202' });
     const w = await closedLoop({ ...base, url: sys.apiUrl, path: path(bigSale), durationS: s.warmupS, tokens: await cursor.takeMany(s.warmupS * s.acceptPoolPerS), expect: 'accept' });
     acceptedIds.push(...w.ids);
@@ -79,6 +84,8 @@ export async function sideBySide(b: Bench, run: number, bigSale: string, soldOut
   console.log(`   accept path at ${rate} req/s (${Math.round(s.rateShare * 100)}% of its highest rate)...`);
   const fixedTokens = await cursor.takeMany(Math.ceil(rate * s.durationS));
   let next = 0;
+  const answerLabels = ['method="POST"', 'path="/api/sales/:saleId/purchases"', 'status_code="202"'];
+  const [answersBefore, confirmsBefore] = await Promise.all([readBuckets(sys.apiUrl, 'http_request_duration_seconds', answerLabels), readBuckets(sys.apiUrl, 'flashsale_publish_confirm_seconds')]);
   const end = cpuWindow([...b.groups, { name: 'generator', pids: () => [process.pid] }]);
   const fixed = await openLoop({
     url: sys.apiUrl,
@@ -90,6 +97,13 @@ export async function sideBySide(b: Bench, run: number, bigSale: string, soldOut
     onAnswer: acceptInto(acceptedIds),
   });
   const fixedCpu = end();
+  const [answersAfter, confirmsAfter] = await Promise.all([readBuckets(sys.apiUrl, 'http_request_duration_seconds', answerLabels), readBuckets(sys.apiUrl, 'flashsale_publish_confirm_seconds')]);
+  const server = {
+    answerP50Ms: quantileBetween(answersBefore, answersAfter, 0.5),
+    answerP99Ms: quantileBetween(answersBefore, answersAfter, 0.99),
+    confirmP50Ms: quantileBetween(confirmsBefore, confirmsAfter, 0.5),
+    confirmP99Ms: quantileBetween(confirmsBefore, confirmsAfter, 0.99),
+  };
   cleanLoad(checks, `run ${run}: accept, fixed rate`, fixed);
   noCrashes(sys, checks);
 
@@ -97,7 +111,7 @@ export async function sideBySide(b: Bench, run: number, bigSale: string, soldOut
     bare: row(run, 'Bare Express ceiling (202)', closed, bare, 'bare', 1),
     accept: row(run, 'Accept (202), highest rate', closed, accept, 'api', accept.rps / bare.rps),
     soldOut: row(run, 'Sold out (409), highest rate', closed, soldOut, 'api', soldOut.rps / bare.rps),
-    fixed: row(run, `Accept (202), ${Math.round(s.rateShare * 100)}% of highest rate`, `open loop, ${rate} req/s, ${s.durationS} s`, { ...fixed, ids: [], cpu: fixedCpu.shares, cpuSeconds: fixedCpu.seconds }, 'api'),
+    fixed: { ...row(run, `Accept (202), ${Math.round(s.rateShare * 100)}% of highest rate`, `open loop, ${rate} req/s, ${s.durationS} s`, { ...fixed, ids: [], cpu: fixedCpu.shares, cpuSeconds: fixedCpu.seconds }, 'api'), server },
     acceptedIds,
     cursor,
   };
