@@ -100,7 +100,7 @@ export interface Results {
   runs: RunDetail[];
   targets: TargetRow[];
   /** Throughput lost to metrics (1 - on/off), per path, and the runs' req/s. */
-  metricsCost?: { accept: number; soldOut: number; rps: Record<string, { accept: number[]; soldOut: number[] }> };
+  metricsCost?: { accept: number; soldOut: number; rps: Record<string, { accept: number[]; soldOut: number[] }>; cpuUs: Record<string, { accept: number[]; soldOut: number[] }> };
   /** One Redis process taking admissions alone: what one shard of a hot sale carries. */
   redisShard?: { admissions: number; perS: number; redisCpuPerAdmissionUs: number; redisCpuShare: number; clients: number };
   /** The fairness step's figures (bench/fairness.ts). */
@@ -233,7 +233,8 @@ export function markdown(r: Results): string {
   if (r.metricsCost) {
     const x = r.metricsCost;
     const runs = (xs: number[]) => xs.map((v) => int(v)).join(', ');
-    rows.push(`| – | Cost of metrics (1 − on/off throughput) | accept path ${(x.accept * 100).toFixed(1)}% (on ${runs(x.rps.on!.accept)} vs off ${runs(x.rps.off!.accept)} req/s); sold-out path ${(x.soldOut * 100).toFixed(1)}% (on ${runs(x.rps.on!.soldOut)} vs off ${runs(x.rps.off!.soldOut)} req/s) |`);
+    const us = (path: 'accept' | 'soldOut') => `API CPU ${runs(x.cpuUs.on![path])} vs ${runs(x.cpuUs.off![path])} µs an answer`;
+    rows.push(`| – | Cost of metrics (1 − on/off throughput; two fresh API processes) | accept path ${(x.accept * 100).toFixed(1)}% (on ${runs(x.rps.on!.accept)} vs off ${runs(x.rps.off!.accept)} req/s; ${us('accept')}); sold-out path ${(x.soldOut * 100).toFixed(1)}% (on ${runs(x.rps.on!.soldOut)} vs off ${runs(x.rps.off!.soldOut)} req/s; ${us('soldOut')}) |`);
   }
   if (rows.length) out.push('## Worker, end to end, crowd', '', '| Run | Measure | Result |', '|--:|---|---|', ...rows, '');
   if (r.fairness) {
