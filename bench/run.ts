@@ -16,6 +16,7 @@
  * order per success, counts add up); a broken one fails the run (exit 1): a fast wrong answer is not a result.
  *
  * Sizes: bench/settings.ts (BENCH_QUICK=1 for a small run). BENCH_ONLY=metrics runs the metrics step alone;
+ * BENCH_EXTRAS=off stops after the runs (the report then says the run was cut short, and the targets stand);
  * BENCH_SYSTEM_ROOT measures another checkout with this harness (a before and after); BENCH_TSX=1 runs the
  * sources under tsx instead of the build.
  */
@@ -132,6 +133,7 @@ async function main(): Promise<number> {
       results.steps.push(...r.steps);
       results.runs.push(r.detail);
     }
+    if (process.env.BENCH_EXTRAS === 'off') throw new Error('BENCH_EXTRAS=off: fairness, the Redis shard and the cost of metrics were skipped');
     console.log('\nFairness: bots against people, with and without a waiting room (the worker running)');
     sys.startWorker();
     const fair = await fairness(sys, config, settings.quick ? { ...fairnessOptions(), people: 300, bots: 5, identitiesPerBot: 4, units: 30, windowS: 3 } : fairnessOptions());
