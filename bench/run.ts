@@ -73,6 +73,7 @@ async function oneRun(b: Bench, run: number): Promise<{ steps: StepRow[]; detail
   const c = await crowd(b, run);
   steps.push(c.step);
   await b.sys.stopWorker();
+  await b.sys.clearSales();
   return { steps, detail: { run, ...drained, ...e2e, ...c.detail } };
 }
 
