@@ -61,39 +61,38 @@ const BATCH_STATEMENT = `
              AS t(request_id, sale_id, user_id, quantity, status, reason, order_id, epoch)
     ), fence AS (
       SELECT s.id, s.epoch FROM sales s WHERE s.id IN (SELECT sale_id FROM decided) FOR SHARE
-    ), input AS (
-      SELECT d.* FROM decided d JOIN fence f ON f.id = d.sale_id AND f.epoch = d.epoch
     ), fresh AS (
       INSERT INTO purchases (request_id, sale_id, user_id, quantity, status, reason, order_id)
-      SELECT request_id, sale_id, user_id, quantity, status::purchase_status, reason, order_id FROM input
+      SELECT d.request_id, d.sale_id, d.user_id, d.quantity, d.status::purchase_status, d.reason, d.order_id
+      FROM decided d JOIN fence f ON f.id = d.sale_id AND f.epoch = d.epoch
       ON CONFLICT (request_id) DO NOTHING
-      RETURNING request_id
+      RETURNING request_id, sale_id, user_id, quantity, status, reason, order_id
     ), wins AS (
       INSERT INTO orders (id, request_id, sale_id, user_id, quantity, status, expires_at)
-      SELECT i.order_id, i.request_id, i.sale_id, i.user_id, i.quantity, 'pending_payment', $9
-      FROM input i JOIN fresh f USING (request_id)
-      WHERE i.status = 'succeeded'
+      SELECT order_id, request_id, sale_id, user_id, quantity, 'pending_payment', $9 FROM fresh WHERE status = 'succeeded'
       RETURNING 1
     )
-    SELECT i.request_id, i.status, i.reason, i.order_id,
-           CASE WHEN i.status = 'succeeded' THEN $9::timestamptz END AS expires_at, true AS fresh
-    FROM input i JOIN fresh f USING (request_id)
+    SELECT 'fresh' AS kind, request_id::text AS id, status::text AS status, reason, order_id, NULL::bigint AS epoch FROM fresh
     UNION ALL
-    SELECT c.request_id, known.status, known.reason, known.order_id, known.expires_at, false
-    FROM (SELECT i.request_id FROM input i WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.request_id = i.request_id)) c
-    LEFT JOIN LATERAL (
-      SELECT p.status::text AS status, p.reason, p.order_id, o.expires_at
-      FROM purchases p LEFT JOIN orders o ON o.id = p.order_id
-      WHERE p.request_id = c.request_id
-    ) known ON true`;
+    SELECT 'fence', id::text, NULL, NULL, NULL, epoch FROM fence`;
+
+/** The decisions PostgreSQL held already for requests a batch did not write (a redelivery, a twin): rare. */
+const KNOWN_STATEMENT = `
+    SELECT p.request_id, p.status::text AS status, p.reason, p.order_id, o.expires_at
+    FROM purchases p LEFT JOIN orders o ON o.id = p.order_id
+    WHERE p.request_id = ANY($1::uuid[])`;
 
 /**
- * Writes a batch of decisions, in one statement, so in one round trip: data-modifying CTEs run exactly once each
- * and atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
- * The fresh decisions come from `fresh`; the others are read from `purchases` in the snapshot from before the
- * statement, which holds exactly the decisions PostgreSQL had already, and only for the requests `fresh` did not
- * take (usually none: a first delivery looks nothing up). A request neither fresh nor visible (another worker's
- * twin committed meanwhile) comes back without a status and fails the batch, which is retried.
+ * Writes a batch of decisions in one statement, so in one round trip: data-modifying CTEs run exactly once each and
+ * atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+ * It returns the rows it wrote and the epoch of each sale it fenced; from those, a request is stale (its epoch is not
+ * its sale's), fresh (written now), or decided before, whose decision a second query reads (a redelivery or a twin:
+ * rare, and never on a first delivery). The statement joins nothing PostgreSQL would plan from table statistics: with
+ * statistics of empty tables (a new database, or autovacuum behind a sale that grows its tables by 100,000 rows in
+ * seconds) an earlier version was planned with nested loops over its CTEs, quadratic in the batch, and sequential
+ * scans of `purchases`, doubling PostgreSQL's CPU per decision.
+ * A request decided before whose decision cannot be read (another worker's twin not committed yet) fails the batch,
+ * which is retried.
  * @param paymentWindowMs - reservation lifetime, ms: an order expires this long after its decision.
  * @returns the decision PostgreSQL holds for each request written or known, and the ids of the requests refused
  *   because their sale's epoch moved on (decide them again).
@@ -107,24 +106,39 @@ export async function persistDecisions(
   const expiresAt = new Date(Date.now() + paymentWindowMs);
   const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
   const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
-  const { rows } = await sql.query<{
-    request_id: string;
-    status: PersistedDecision['status'] | null;
-    reason: string | null;
-    order_id: string | null;
-    expires_at: Date | null;
-    fresh: boolean;
-  }>(BATCH_STATEMENT, [col('requestId'), col('saleId'), col('userId'), col('quantity'), col('status'), col('reason'), orderIds, col('epoch'), expiresAt]);
+  const { rows } = await sql.query<{ kind: 'fresh' | 'fence'; id: string; status: PersistedDecision['status'] | null; reason: string | null; order_id: string | null; epoch: string | null }>(
+    BATCH_STATEMENT,
+    [col('requestId'), col('saleId'), col('userId'), col('quantity'), col('status'), col('reason'), orderIds, col('epoch'), expiresAt],
+  );
   const decisions = new Map<string, PersistedDecision>();
+  const epochOf = new Map<string, string>();
   for (const r of rows) {
-    if (!r.status) throw new Error(`No decision for ${r.request_id} after writing it`);
-    decisions.set(r.request_id, {
-      status: r.status,
+    if (r.kind === 'fence') {
+      epochOf.set(r.id, String(r.epoch));
+      continue;
+    }
+    decisions.set(r.id, {
+      status: r.status!,
       ...(r.reason ? { reason: r.reason } : {}),
       ...(r.order_id ? { orderId: r.order_id } : {}),
-      ...(r.expires_at ? { expiresAt: new Date(r.expires_at) } : {}),
-      fresh: r.fresh,
+      ...(r.status === 'succeeded' ? { expiresAt } : {}),
+      fresh: true,
     });
+  }
+  const known = batch.filter((p) => epochOf.get(p.saleId) === p.epoch && !decisions.has(p.requestId)).map((p) => p.requestId);
+  if (known.length) {
+    const before = await sql.query<{ request_id: string; status: PersistedDecision['status']; reason: string | null; order_id: string | null; expires_at: Date | null }>(KNOWN_STATEMENT, [known]);
+    for (const r of before.rows) {
+      decisions.set(r.request_id, {
+        status: r.status,
+        ...(r.reason ? { reason: r.reason } : {}),
+        ...(r.order_id ? { orderId: r.order_id } : {}),
+        ...(r.expires_at ? { expiresAt: new Date(r.expires_at) } : {}),
+        fresh: false,
+      });
+    }
+    const unread = known.filter((id) => !decisions.has(id));
+    if (unread.length) throw new Error(`No decision for ${unread.length} request(s) after writing them, e.g. ${unread[0]}`);
   }
   return { decisions, stale: batch.filter((p) => !decisions.has(p.requestId)).map((p) => p.requestId) };
 }
