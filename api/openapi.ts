@@ -158,6 +158,18 @@ const badBody = {
   415: problem('Body not JSON', ['unsupported-media-type']),
 };
 
+/**
+ * The answer of a rate limit or a stream cap (api/rate-limit.ts, api/stream-slots.ts), which any route behind them
+ * may give: every route but /metrics, which is answered before the limits.
+ */
+const rateLimited = {
+  429: problem('Too many requests from this address or shopper; retry after `Retry-After` seconds', ['rate-limited'], {
+    'Retry-After': str,
+    RateLimit: { schema: { type: 'string' }, description: 'Remaining quota and reset (draft-ietf-httpapi-ratelimit-headers), on a rate limit' },
+    'RateLimit-Policy': { schema: { type: 'string' }, description: 'The limit\'s quota and window, on a rate limit' },
+  }),
+};
+
 const shopperAuth: Record<string, string[]>[] = [{ bearer: [] }, { session: [] }];
 const adminAuth: Record<string, string[]>[] = [{ admin: [] }];
 
@@ -434,6 +446,9 @@ export function openApiDocument(serverUrl = '/'): ReturnType<OpenApiGeneratorV31
     responses: { 200: { description: 'OpenAPI 3.1', content: json(z.looseObject({ openapi: z.string() })) } },
   });
 
+  for (const d of registry.definitions) {
+    if (d.type === 'route' && d.route.path !== '/metrics') d.route.responses = { ...d.route.responses, ...rateLimited };
+  }
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',
     info: {

@@ -81,6 +81,10 @@ describe('shared limits', () => {
       expect(over.headers.ratelimit).toMatch(/"purchase-60s";r=0;t=\d+/);
       expect(over.headers['ratelimit-policy']).toContain('q=3;w=60');
     }
+    // The document says so: the purchase route lists this answer, its problem type and its headers.
+    const documented = (await sys.http.get('/openapi.json')).body.paths['/api/sales/{saleId}/purchases'].post.responses['429'];
+    expect(documented.content['application/problem+json'].schema.properties.type.enum).toContain('/problems/rate-limited');
+    expect(Object.keys(documented.headers)).toEqual(expect.arrayContaining(['Retry-After', 'RateLimit', 'RateLimit-Policy']));
     // Each node now refuses this shopper from memory: more attempts do not reach Redis (its count stays put).
     const [key] = await keysOf(`${sys.config.REDIS_KEY_PREFIX}:rl:purchase:60s:*`);
     const counted = await sys.redis.get(key!);
