@@ -72,9 +72,9 @@ const BATCH_STATEMENT = `
       SELECT order_id, request_id, sale_id, user_id, quantity, 'pending_payment', $9 FROM fresh WHERE status = 'succeeded'
       RETURNING 1
     )
-    SELECT 'fresh' AS kind, request_id::text AS id, status::text AS status, reason, order_id, NULL::bigint AS epoch FROM fresh
+    SELECT request_id::text AS id, NULL::bigint AS epoch FROM fresh
     UNION ALL
-    SELECT 'fence', id::text, NULL, NULL, NULL, epoch FROM fence`;
+    SELECT id::text, epoch FROM fence`;
 
 /** The decisions PostgreSQL held already for requests a batch did not write (a redelivery, a twin): rare. */
 const KNOWN_STATEMENT = `
@@ -85,7 +85,8 @@ const KNOWN_STATEMENT = `
 /**
  * Writes a batch of decisions in one statement, so in one round trip: data-modifying CTEs run exactly once each and
  * atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
- * It returns the rows it wrote and the epoch of each sale it fenced; from those, a request is stale (its epoch is not
+ * It returns the ids of the rows it wrote (as given: nothing else is read back) and the epoch of each sale it
+ * fenced (a row with an epoch); from those, a request is stale (its epoch is not
  * its sale's), fresh (written now), or decided before, whose decision a second query reads (a redelivery or a twin:
  * rare, and never on a first delivery). The statement joins nothing PostgreSQL would plan from table statistics: with
  * statistics of empty tables (a new database, or autovacuum behind a sale that grows its tables by 100,000 rows in
@@ -106,25 +107,26 @@ export async function persistDecisions(
   const expiresAt = new Date(Date.now() + paymentWindowMs);
   const col = <K extends keyof DecidedPurchase>(k: K) => batch.map((p) => p[k] ?? null);
   const orderIds = batch.map((p) => (p.status === 'succeeded' ? orderIdFor(p.requestId) : null));
-  const { rows } = await sql.query<{ kind: 'fresh' | 'fence'; id: string; status: PersistedDecision['status'] | null; reason: string | null; order_id: string | null; epoch: string | null }>(
+  const { rows } = await sql.query<{ id: string; epoch: string | null }>(
     BATCH_STATEMENT,
     [col('requestId'), col('saleId'), col('userId'), col('quantity'), col('status'), col('reason'), orderIds, col('epoch'), expiresAt],
   );
-  const decisions = new Map<string, PersistedDecision>();
+  const written = new Set<string>();
   const epochOf = new Map<string, string>();
   for (const r of rows) {
-    if (r.kind === 'fence') {
-      epochOf.set(r.id, String(r.epoch));
-      continue;
-    }
-    decisions.set(r.id, {
-      status: r.status!,
-      ...(r.reason ? { reason: r.reason } : {}),
-      ...(r.order_id ? { orderId: r.order_id } : {}),
-      ...(r.status === 'succeeded' ? { expiresAt } : {}),
+    if (r.epoch === null) written.add(r.id);
+    else epochOf.set(r.id, String(r.epoch));
+  }
+  const decisions = new Map<string, PersistedDecision>();
+  batch.forEach((p, i) => {
+    if (!written.has(p.requestId) || decisions.has(p.requestId)) return;
+    decisions.set(p.requestId, {
+      status: p.status,
+      ...(p.reason ? { reason: p.reason } : {}),
+      ...(p.status === 'succeeded' ? { orderId: orderIds[i]!, expiresAt } : {}),
       fresh: true,
     });
-  }
+  });
   const known = batch.filter((p) => epochOf.get(p.saleId) === p.epoch && !decisions.has(p.requestId)).map((p) => p.requestId);
   if (known.length) {
     const before = await sql.query<{ request_id: string; status: PersistedDecision['status']; reason: string | null; order_id: string | null; expires_at: Date | null }>(KNOWN_STATEMENT, [known]);
