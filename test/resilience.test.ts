@@ -4,6 +4,7 @@
  * Nothing accepted is lost, nothing is sold twice.
  */
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import http from 'node:http';
 import type { Channel } from 'amqplib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import { QUEUED_VERSION, writeState } from '../core/purchase-state.ts';
 import { idempotencyKey, saleKeys } from '../core/redis/keys.ts';
 import { AdmitCode, admit, decide } from '../core/redis/scripts.ts';
 import { snapshotSale } from '../core/sales.ts';
+import { startWorker } from '../worker/main.ts';
 import { persistDecisions } from '../worker/persist.ts';
 import { createPool } from '../core/db/client.ts';
 import { startSystem, TEST_DATABASE_URL, type TestSystem } from './support/system.ts';
@@ -43,6 +45,23 @@ async function takeMessage() {
   if (!m || more.length) throw new Error('expected a message of one purchase');
   return m;
 }
+
+describe('a worker starts and stops', () => {
+  it('when it starts before RabbitMQ has answered (as deployed), then each queue gets one consumer, and none is left after it stops', async () => {
+    const { purchaseQueue, reservationExpiryQueue } = sys.api.deps.topology;
+    const consumers = async () => [(await ch.checkQueue(purchaseQueue)).consumerCount, (await ch.checkQueue(reservationExpiryQueue)).consumerCount];
+    expect(await consumers()).toEqual([0, 0]);
+    const running = await startWorker(sys.config, sys.api.deps.logger, { background: true });
+    try {
+      await once(running.worker, 'consuming');
+      await running.worker.stop();
+      // The connection is still open: a consumer opened twice (at start, and again on the first connect) would be here.
+      expect(await consumers()).toEqual([0, 0]);
+    } finally {
+      await running.stop();
+    }
+  });
+});
 
 describe('a worker dies mid-purchase', () => {
   it('when it dies after the Lua script and after the PostgreSQL write but before the ack, then the redelivery takes no second unit and makes no second order', async () => {

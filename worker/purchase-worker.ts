@@ -24,7 +24,7 @@ export type { WorkerDeps } from './context.ts';
 const MAX_CONCURRENT_BATCHES = 4;
 
 /**
- * Emits `decided` (PurchaseState) for each result written, `withdrawn` (requestId) for each message of a withdrawn
+ * Emits `consuming` when its consumers are open (at start and after each reconnect), `decided` (PurchaseState) for each result written, `withdrawn` (requestId) for each message of a withdrawn
  * admission it dropped, `retried` (requestId, attempt), `dead-lettered`
  * (id or null, reason), `expired` (orderId, ExpireResult), `batch` ({ size, ms }), `stale` (decisions the epoch
  * fence refused, count).
@@ -53,14 +53,21 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
    */
   async start(): Promise<void> {
     this.d.broker.on('connected', this.resume);
-    await this.consume();
+    await this.open();
+  }
+
+  /**
+   * Opens the consumers unless they are open or opening: a start that waits for RabbitMQ and the connect that ends
+   * the wait share one opening (two would leave a second consumer that no stop cancels).
+   */
+  private open(): Promise<void> {
+    if (this.channel) return Promise.resolve();
+    return (this.opening ??= this.consume().finally(() => (this.opening = undefined)));
   }
 
   private readonly resume = (): void => {
-    if (this.stopping || this.channel || this.opening) return;
-    this.opening = this.consume()
-      .catch((err: Error) => this.d.logger.warn({ err: err.message }, 'cannot consume yet; waiting for the next connect'))
-      .finally(() => (this.opening = undefined));
+    if (this.stopping) return;
+    this.open().catch((err: Error) => this.d.logger.warn({ err: err.message }, 'cannot consume yet; waiting for the next connect'));
   };
 
   private async consume(): Promise<void> {
@@ -76,6 +83,7 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
     this.consumerTags = [purchases.consumerTag, expiries.consumerTag];
     this.channel = ch;
     this.d.logger.info({ queue: this.d.topology.purchaseQueue }, 'worker consuming');
+    this.emit('consuming');
   }
 
   /**
@@ -85,6 +93,7 @@ export class PurchaseWorker extends EventEmitter implements WorkerContext {
   async stop(): Promise<void> {
     this.stopping = true;
     this.d.broker.off('connected', this.resume);
+    await this.opening?.catch(() => undefined);
     const ch = this.channel;
     this.channel = undefined;
     for (const tag of this.consumerTags) await ch?.cancel(tag).catch(() => undefined);
