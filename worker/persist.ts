@@ -86,14 +86,13 @@ const KNOWN_STATEMENT = `
  * Writes a batch of decisions in one statement, so in one round trip: data-modifying CTEs run exactly once each and
  * atomically with the statement (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
  * It returns the ids of the rows it wrote (as given: nothing else is read back) and the epoch of each sale it
- * fenced (a row with an epoch); from those, a request is stale (its epoch is not
- * its sale's), fresh (written now), or decided before, whose decision a second query reads (a redelivery or a twin:
- * rare, and never on a first delivery). The statement joins nothing PostgreSQL would plan from table statistics: with
- * statistics of empty tables (a new database, or autovacuum behind a sale that grows its tables by 100,000 rows in
- * seconds) an earlier version was planned with nested loops over its CTEs, quadratic in the batch, and sequential
- * scans of `purchases`, doubling PostgreSQL's CPU per decision.
- * A request decided before whose decision cannot be read (another worker's twin not committed yet) fails the batch,
- * which is retried.
+ * fenced (a row with an epoch). From those, a request is stale (its epoch is not its sale's), fresh (written now), or
+ * decided before, whose decision a second query reads (a redelivery or a twin: rare, and never on a first delivery;
+ * ON CONFLICT waits for a twin's transaction to end, so its decision is committed by then). The statement joins
+ * nothing PostgreSQL would plan from table statistics: with statistics of empty tables (a new database, or
+ * autovacuum behind a sale that grows its tables by 100,000 rows in seconds) an earlier version was planned with
+ * nested loops over its CTEs, quadratic in the batch, and sequential scans of `purchases`, doubling PostgreSQL's CPU
+ * per decision. A request decided before whose decision cannot be read fails the batch, which is retried.
  * @param paymentWindowMs - reservation lifetime, ms: an order expires this long after its decision.
  * @returns the decision PostgreSQL holds for each request written or known, and the ids of the requests refused
  *   because their sale's epoch moved on (decide them again).

@@ -24,10 +24,10 @@ export type { WorkerDeps } from './context.ts';
 const MAX_CONCURRENT_BATCHES = 4;
 
 /**
- * Emits `consuming` when its consumers are open (at start and after each reconnect), `decided` (PurchaseState) for each result written, `withdrawn` (requestId) for each message of a withdrawn
- * admission it dropped, `retried` (requestId, attempt), `dead-lettered`
- * (id or null, reason), `expired` (orderId, ExpireResult), `batch` ({ size, ms }), `stale` (decisions the epoch
- * fence refused, count).
+ * Emits `consuming` when its consumers are open (at start and after each reconnect), `decided` (PurchaseState) for
+ * each result written, `withdrawn` (requestId) for each message of a withdrawn admission it dropped, `retried`
+ * (requestId, attempt), `dead-lettered` (id or null, reason), `expired` (orderId, ExpireResult), `batch`
+ * ({ size, ms }), `stale` (decisions the epoch fence refused, count).
  */
 export class PurchaseWorker extends EventEmitter implements WorkerContext {
   /** Purchases delivered and not yet in a batch (a delivery may carry many). */
