@@ -230,16 +230,7 @@ export interface QueueLoad {
  * @returns true when loaded.
  */
 export async function loadQueue(redis: Redis, k: QueueKeys, s: QueueLoad): Promise<boolean> {
-  const reply = await run(redis, 'queue-load', [k.queue], [
-    s.opensMs,
-    s.startsMs,
-    s.endsMs,
-    Math.ceil(60_000 / s.admissionsPerMinute),
-    s.cap,
-    s.sessionMs,
-    s.order,
-    s.seed,
-    Math.ceil(60_000_000 / s.admissionsPerMinute),
-  ]);
+  const intervalUs = Math.ceil(60_000_000 / s.admissionsPerMinute);
+  const reply = await run(redis, 'queue-load', [k.queue], [s.opensMs, s.startsMs, s.endsMs, intervalUs, s.cap, s.sessionMs, s.order, s.seed]);
   return reply === 1;
 }

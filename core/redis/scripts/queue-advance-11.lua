@@ -55,14 +55,13 @@ local MAX_ADMIT, MAX_DROP, MAX_FREE, CHECK_DECIDED = 500, 1000, 500, 100
 local t = rcall("TIME")
 local nowUs = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(nowUs / 1000)
-local q = rcall("HMGET", KEYS[1], "starts", "interval", "cap", "session", "seed", "shuffled", "tat", "serving",
-  "intervalUs", "soldOut", "version", "poolServed", "checkAt", "loaded")
+local q = rcall("HMGET", KEYS[1], "starts", "intervalUs", "cap", "session", "seed", "shuffled", "tat", "serving",
+  "soldOut", "version", "poolServed", "checkAt", "loaded")
 if not q[1] then return {2, now, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "", 0, -1} end
 local starts, cap, session = tonumber(q[1]), tonumber(q[3]), tonumber(q[4])
-local interval = tonumber(q[9] or "0")
-if interval <= 0 then interval = tonumber(q[2]) * 1000 end
-local tat, serving, poolServed = tonumber(q[7] or "0"), tonumber(q[8] or "0"), tonumber(q[12] or "0")
-local version = tonumber(q[11] or "0")
+local interval = tonumber(q[2])
+local tat, serving, poolServed = tonumber(q[7] or "0"), tonumber(q[8] or "0"), tonumber(q[11] or "0")
+local version = tonumber(q[10] or "0")
 -- Lua formats numbers with 14 digits: µs times need an exact format.
 local function exact(n) return string.format("%.0f", n) end
 
@@ -169,7 +168,7 @@ for _, user in ipairs(ended) do
   mark(user, decided(user) and "d" or "x", 0)
 end
 freed = #ended
-local checkAt = tonumber(q[13] or "0")
+local checkAt = tonumber(q[12] or "0")
 local window = rcall("ZRANGE", KEYS[7], checkAt, checkAt + CHECK_DECIDED - 1)
 local gone = 0
 for _, user in ipairs(window) do
@@ -185,7 +184,7 @@ if nextCheck ~= checkAt then rcall("HSET", KEYS[1], "checkAt", nextCheck) end
 
 local sale = rcall("HMGET", KEYS[8], "remaining", "pending")
 local soldOut = (sale[1] and tonumber(sale[1]) <= 0 and tonumber(sale[2] or "0") <= 0) and 1 or 0
-if tostring(soldOut) ~= (q[10] or "0") then
+if tostring(soldOut) ~= (q[9] or "0") then
   rcall("HSET", KEYS[1], "soldOut", soldOut)
   changed = true
 end
@@ -236,7 +235,7 @@ if freed > 0 then changed = true end
 
 local placed, pool, inside = rcall("ZCARD", KEYS[4]), rcall("ZCARD", KEYS[5]), rcall("ZCARD", KEYS[7])
 local started = shuffled and 1 or 0
-local loaded = tonumber(q[14] or "0")
+local loaded = tonumber(q[13] or "0")
 if changed then
   version = rcall("HINCRBY", KEYS[1], "version", 1)
   local head = table.concat({loaded, version, now, serving, placed, pool, inside, soldOut, started, interval,

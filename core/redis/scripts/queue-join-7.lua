@@ -2,9 +2,9 @@
   Gives a shopper a ticket in a sale's waiting room, or answers the ticket they already have. Time is Redis's own
   (TIME), so every API node agrees on what is the pre-queue and what is not.
 
-  KEYS[1] queue hash     opens, starts (ms), interval (ms) and intervalUs (µs) between admissions, cap, session
-                         (ms), order ("fifo" | "random"), seed, tickets (count), late (count of fifo places after
-                         the pre-queue), and the counter's own fields (see queue-advance-11.lua)
+  KEYS[1] queue hash     opens, starts (ms), intervalUs (µs between admissions), cap, session (ms), order
+                         ("fifo" | "random"), seed, tickets (count), late (count of fifo places after the
+                         pre-queue), and the counter's own fields (see queue-advance-11.lua)
   KEYS[2] tickets hash   userId -> "ticketNo|place|status|sessionEnd": place 0 = in the pre-queue, not yet
                          shuffled; -1 = in the random draw pool; status w waiting, a admitted, d done, x expired
   KEYS[3] pre list       userIds of the pre-queue in join order (the shuffle's input)
