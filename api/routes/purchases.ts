@@ -4,7 +4,7 @@
  * slot. Links without the sale id (`/api/purchases/:requestId`, from older builds) are still answered for decided
  * purchases, whose sale PostgreSQL knows.
  */
-import { openEventStream } from '../event-stream.ts';
+import { liveStream } from '../event-stream.ts';
 import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
 import { isFinal, toView, type PurchaseState } from '../../core/purchase-state.ts';
@@ -113,57 +113,35 @@ function lastEventId(value: unknown): number {
  */
 async function streamPurchase(d: ApiDeps, saleId: string, requestId: string, userId: string, after: number, res: Response): Promise<void> {
   let sent = after;
-  let open = false;
-  let closed = false;
   let early: PurchaseState | undefined;
-  let heartbeat: NodeJS.Timeout | undefined;
-  let lifetime: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;
-  let unregister: (() => void) | undefined;
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    clearInterval(heartbeat);
-    clearTimeout(lifetime);
-    unsubscribe?.();
-    unregister?.();
-    res.end();
-  };
+  const stream = liveStream(d, res, () => unsubscribe?.()); // the client may leave while we subscribe and read
   const send = (s: PurchaseState) => {
-    if (!open) {
+    if (!stream.opened) {
       if (!early || s.version > early.version) early = s;
       return;
     }
-    if (closed || s.version <= sent) return;
+    if (stream.closed || s.version <= sent) return;
     sent = s.version;
-    res.write(`event: status\nid: ${s.version}\ndata: ${JSON.stringify(toView(s))}\n\n`);
-    if (isFinal(s.status)) close();
+    stream.write(`event: status\nid: ${s.version}\ndata: ${JSON.stringify(toView(s))}`);
+    if (isFinal(s.status)) stream.close();
   };
   const refresh = () => {
     getPurchase(d, saleId, requestId, userId).then(send, () => undefined);
   };
-  res.on('close', close); // the client may leave while we subscribe and read
 
   unsubscribe = await d.events.subscribe(saleId, requestId, (s) => (s === 'resync' ? refresh() : s.requestId === requestId && send(s)));
-  if (closed) return unsubscribe();
+  if (stream.closed) return unsubscribe();
   let state: PurchaseState;
   try {
     state = await getPurchase(d, saleId, requestId, userId);
   } catch (err) {
-    closed = true;
-    unsubscribe();
+    stream.close();
     throw err;
   }
-  if (closed) return;
-  openEventStream(res);
-  open = true;
-  unregister = d.streams.add(res, close);
-  heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
-  lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
+  if (stream.closed) return;
+  stream.open();
   const first = early && early.version > state.version ? early : state;
-  if (first.version <= sent && isFinal(first.status)) return close();
-  // Every stream tells EventSource when to reconnect, and ends after SSE_MAX_LIFETIME_MS (the client comes back
-  // with Last-Event-ID, maybe to another node), so no connection is held forever.
-  res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
+  if (first.version <= sent && isFinal(first.status)) return stream.close();
   send(first);
 }

@@ -3,7 +3,7 @@
  * (`POST /api/sales/:saleId/queue`), read one's ticket (`GET …/queue/me`, ETag) and follow it
  * (`GET …/queue/events`, SSE), and the operator's audit of the pre-queue shuffle (`GET /api/admin/sales/:saleId/queue`).
  */
-import { openEventStream } from '../event-stream.ts';
+import { liveStream } from '../event-stream.ts';
 import { createHash } from 'node:crypto';
 import { Router } from 'express';
 import { queueKeys } from '../../core/waiting-room/scripts.ts';
@@ -60,42 +60,24 @@ export function queueRoutes(d: ApiDeps): Router {
     const saleId = saleIdOf(req.params);
     const userId = req.userId!;
     const room = await roomOf(d, saleId);
-    let closed = false;
     let last = '';
-    let heartbeat: NodeJS.Timeout | undefined;
-    let lifetime: NodeJS.Timeout | undefined;
     let opened: OpenedStream | undefined;
-    let unregister: (() => void) | undefined;
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      clearInterval(heartbeat);
-      clearTimeout(lifetime);
-      opened?.close();
-      unregister?.();
-      res.end();
-    };
+    const stream = liveStream(d, res, () => opened?.close()); // the client may leave while the ticket is read
     const send = (a: QueueAnswer) => {
-      if (closed) return;
       const json = JSON.stringify(a);
-      if (json !== last) res.write(`event: queue\ndata: ${json}\n\n`);
+      if (json !== last) stream.write(`event: queue\ndata: ${json}`);
       last = json;
-      if (isFinalTicket(a.state) || a.state === 'admitted') close();
+      if (isFinalTicket(a.state) || a.state === 'admitted') stream.close();
     };
-    res.on('close', close); // the client may leave while the ticket is read
     opened = await streams.open(room, userId);
     if (!opened) {
-      closed = true;
+      stream.close();
       throw problems.notFound(`You have no ticket for sale ${saleId}: POST /api/sales/${saleId}/queue to join.`);
     }
-    if (closed) return opened.close();
-    openEventStream(res);
-    unregister = d.streams.add(res, close);
-    heartbeat = setInterval(() => res.write(': heartbeat\n\n'), d.config.SSE_HEARTBEAT_MS);
-    lifetime = setTimeout(close, d.config.SSE_MAX_LIFETIME_MS);
-    res.write(`retry: ${d.config.SSE_RETRY_MS}\n\n`);
+    if (stream.closed) return opened.close();
+    stream.open();
     send(opened.first);
-    if (!closed) opened.start(send, close);
+    if (!stream.closed) opened.start(send, stream.close);
   }));
 
   r.get('/api/admin/sales/:saleId/queue', requireAdmin(d.config.ADMIN_TOKEN), answering(async (req, res) => {
