@@ -265,7 +265,7 @@ describe('GET /api/purchases/:requestId/events (SSE)', () => {
     const { body } = await buy(saleId, user);
     await sys.waitForFinal(saleId, body.requestId);
     const text = await readEvents(body.eventsUrl, await sys.token(user));
-    expect(text).toContain('event: status\nid: 2\n');
+    expect(text).toMatch(/^retry: \d+\n\nevent: status\nid: 2\n/); // the reconnect delay before the first event
     expect(text).toContain('"status":"succeeded"');
   });
 
