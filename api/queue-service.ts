@@ -4,7 +4,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { findSale } from '../core/sales.ts';
-import { JoinCode, advanceQueue, joinQueue, queueKeys, type AdvanceOptions, type QueueSnapshot, type Ticket } from '../core/waiting-room/scripts.ts';
+import { JoinCode, advanceOptionsOf, advanceQueue, joinQueue, queueKeys, type QueueSnapshot, type Ticket } from '../core/waiting-room/scripts.ts';
 import { findWaitingRoom, loadWaitingRoom, type WaitingRoom } from '../core/waiting-room/settings.ts';
 import { ticketView, type TicketView } from '../core/waiting-room/view.ts';
 import { mintAdmissionToken } from './admission-token.ts';
@@ -26,18 +26,13 @@ async function reload(d: ApiDeps, w: WaitingRoom): Promise<void> {
   if (sale) await loadWaitingRoom(d.redis, d.config.REDIS_KEY_PREFIX, w, sale);
 }
 
-/** The options every advance of this node uses: the abandon time, and a burst tolerance of two ticks (see README). */
-export function advanceOptions(d: ApiDeps): AdvanceOptions {
-  return { abandonMs: d.config.QUEUE_ABANDON_SECONDS * 1000, burstMs: 2 * d.config.QUEUE_TICK_MS };
-}
-
 /** Advances the queue and reads `userId`'s ticket ("" for none), loading the settings if Redis lost them. */
 export async function advance(d: ApiDeps, w: WaitingRoom, userId: string): Promise<QueueSnapshot> {
   const keys = queueKeys(d.config.REDIS_KEY_PREFIX, w.saleId);
-  let snap = await advanceQueue(d.redis, keys, userId, advanceOptions(d));
+  let snap = await advanceQueue(d.redis, keys, userId, advanceOptionsOf(d.config));
   if (!snap.loaded) {
     await reload(d, w);
-    snap = await advanceQueue(d.redis, keys, userId, advanceOptions(d));
+    snap = await advanceQueue(d.redis, keys, userId, advanceOptionsOf(d.config));
   }
   return snap;
 }

@@ -4,9 +4,7 @@
  * the whole load comes from this one address (the load generators keep to the per-shopper limits themselves where
  * that matters).
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 
 /** @param tag - names the run's prefix (`fs:bench-<tag>-<id>`). @param extra - variables on top. */
 export function benchEnv(tag: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -27,13 +25,3 @@ export function benchEnv(tag: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Pro
 
 /** A file-name-safe timestamp of now, e.g. 2026-12-03T18-42-10-123Z. */
 export const stampOf = (d = new Date()) => d.toISOString().replace(/[:.]/g, '-');
-
-/**
- * Builds dist/ when the system is measured compiled, as deployed (bench/system.ts's default; BENCH_TSX=1 runs the
- * sources under tsx, BENCH_SYSTEM_ROOT another checkout with its own build).
- */
-export function buildIfCompiled(): void {
-  if (process.env.BENCH_TSX === '1' || process.env.BENCH_SYSTEM_ROOT) return;
-  console.log('npm run build...');
-  execFileSync('npm', ['run', '-s', 'build'], { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: 'inherit' });
-}

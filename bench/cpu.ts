@@ -20,7 +20,7 @@ export interface ProcessGroup {
 }
 
 /** CPU seconds (user + system) of one process, or undefined once it has gone. */
-function cpuSeconds(pid: number): number | undefined {
+export function cpuSeconds(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (2nd field) may hold spaces and parentheses: fields are counted after its closing one.

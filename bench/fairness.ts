@@ -31,9 +31,9 @@ import { loadConfig, type Config } from '../core/config.ts';
 import { isFinal } from '../core/purchase-state.ts';
 import { isMain } from '../core/process.ts';
 import { migrate } from '../prisma/migrate.ts';
-import type { Check } from './report.ts';
+import { Checks, drainedSale, waitDecided, waitFinal } from './checks.ts';
 import { openSse } from './sse-client.ts';
-import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 export interface FairnessOptions {
@@ -69,7 +69,6 @@ export interface FairnessResult {
   options: FairnessOptions;
   room: FairnessRun;
   plain: FairnessRun;
-  checks: Check[];
 }
 
 const num = (name: string, fallback: number) => {
@@ -214,35 +213,23 @@ async function mint(config: Config, ids: { userId: string; bot: boolean }[]): Pr
 
 /**
  * Runs both sales (with and without a waiting room) on a running system whose worker is running.
- * @param log - where progress lines go. @returns both runs and the invariant checks (each also logged).
+ * @param checks - the invariants checked after each sale are added here (bench/checks.ts). @returns both runs.
  */
-export async function fairness(sys: BenchSystem, config: Config, o: FairnessOptions = fairnessOptions(), log: (line: string) => void = console.log): Promise<FairnessResult> {
+export async function fairness(sys: BenchSystem, config: Config, checks: Checks, o: FairnessOptions = fairnessOptions()): Promise<FairnessResult> {
   const runId = randomBytes(3).toString('hex');
   const people = await mint(config, Array.from({ length: o.people }, (_, i) => ({ userId: `fair-${runId}-p${i}`, bot: false })));
   const bots = await mint(config, Array.from({ length: o.bots * o.identitiesPerBot }, (_, i) => ({ userId: `fair-${runId}-b${Math.floor(i / o.identitiesPerBot)}-${i % o.identitiesPerBot}`, bot: true })));
-  const checks: Check[] = [];
   const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 2 });
-  const rooms: string[] = [];
-  const check = (name: string, ok: boolean, detail?: string) => {
-    checks.push({ name, ok, ...(detail ? { detail } : {}) });
-    log(`   ${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ` (${detail})` : ''}`);
-  };
 
-  /** Waits for sell-out and every 202 final, checks the invariants, counts the units per group. */
+  /** Waits for every 202 final and nothing in flight, checks the invariants (sold out), counts the units per group. */
   async function settle(label: string, saleId: string, client: Client, startedAt: number): Promise<Pick<FairnessRun, 'units' | 'durationS'>> {
     const deadline = Date.now() + DEADLINE_MS;
-    let states = await sys.states(saleId, client.accepted);
-    while (!states.every((s) => s && isFinal(s.status)) && Date.now() < deadline) {
-      await sleep(200);
-      states = await sys.states(saleId, client.accepted);
-    }
+    const states = await waitFinal(sys, checks, saleId, client.accepted, deadline);
     const durationS = (Date.now() - startedAt) / 1000;
-    const st = await sys.stats(saleId);
-    const succeeded = st.decisions.succeeded ?? 0;
-    check(`${label}: no oversell`, st.unitsInDatabase <= st.stock && st.remaining + st.unitsInDatabase === st.stock, `stock ${st.stock}, remaining ${st.remaining}, units in orders ${st.unitsInDatabase}`);
     const open = states.filter((s) => !s || !isFinal(s.status)).length;
-    check(`${label}: every 202 final`, open === 0, `${client.accepted.length} accepted, ${open} not final`);
-    check(`${label}: one order per success, sold out`, st.ordersInDatabase === succeeded && st.remaining === 0, `${succeeded} succeeded, ${st.ordersInDatabase} orders, ${st.remaining} remaining`);
+    checks.check(`${label}: every 202 final`, open === 0, `${client.accepted.length} accepted, ${open} not final`);
+    await waitDecided(sys, checks, [saleId], deadline);
+    await drainedSale(sys, checks, label, saleId, { succeeded: o.units });
     const rows = await db.query<{ user_id: string; units: string }>(
       `SELECT user_id, SUM(quantity) AS units FROM orders WHERE sale_id = $1 AND status IN ('pending_payment', 'paid') GROUP BY user_id`,
       [saleId],
@@ -270,12 +257,11 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
         waitingRoom: { opensAt: new Date(now).toISOString(), admissionsPerMinute: o.admissionsPerMinute, maxInside: o.maxInside, sessionSeconds: o.sessionSeconds, order: 'fifo' },
       };
       const saleId = await sys.createSale(body);
-      rooms.push(saleId);
       const client = new Client(sys.apiUrl, saleId);
       const queue = `/api/sales/${saleId}/queue`;
       const tickets = { people: 0, bots: 0, botsInPrequeue: 0 };
       const streamErrors = { count: 0, kinds: {} as Record<string, number> };
-      log(`Fairness with a waiting room: ${o.people} people join over ${o.windowS} s, ${o.bots} bots × ${o.identitiesPerBot} identities in the last 200 ms, ${o.units} units, ${o.admissionsPerMinute}/min, ${o.maxInside} inside`);
+      console.log(`Fairness with a waiting room: ${o.people} people join over ${o.windowS} s, ${o.bots} bots × ${o.identitiesPerBot} identities in the last 200 ms, ${o.units} units, ${o.admissionsPerMinute}/min, ${o.maxInside} inside`);
       const person = async (p: Shopper) => {
         await until(now + 2000 + Math.random() * o.windowS * 1000);
         const joined = await client.call(p, 'POST', queue);
@@ -338,7 +324,7 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
       const startsAt = Date.now() + 3000;
       const saleId = await sys.createSale({ name: 'bench: fairness, no waiting room', stock: o.units, perUserLimit: 1, startsAt: new Date(startsAt).toISOString() } as { name: string; stock: number; perUserLimit: number });
       const client = new Client(sys.apiUrl, saleId);
-      log(`   without a waiting room: ${o.people} people press Buy 0.2–2 s after the opening, the ${botCount} bot identities fire at the opening millisecond`);
+      console.log(`   without a waiting room: ${o.people} people press Buy 0.2–2 s after the opening, the ${botCount} bot identities fire at the opening millisecond`);
       const until409 = async (s: Shopper, retryMs: () => number) => {
         for (let attempt = 1; ; attempt++) {
           const r = await client.buy(s, attempt);
@@ -361,21 +347,18 @@ export async function fairness(sys: BenchSystem, config: Config, o: FairnessOpti
       await client.close();
     }
   } finally {
-    // The bench's cleanup deletes its sales, and a waiting room would hold its sale's row.
-    if (rooms.length) await db.query('DELETE FROM waiting_rooms WHERE sale_id = ANY($1::uuid[])', [rooms]).catch(() => undefined);
     await db.end();
   }
   for (const r of [runs.room!, runs.plain!]) {
-    log(`   ${r.label}: bots had ${pct(r.botTicketShare)} of the ${r.label.includes('no') ? 'shoppers' : 'tickets'} (${r.tickets.bots}${r.label.includes('no') ? '' : `, ${r.tickets.botsInPrequeue} in the pre-queue`}) and got ${pct(r.botUnitShare)} of the units (${r.units.bots} of ${r.units.bots + r.units.people}); ${r.requests} requests (${r.errors} connection errors, retried), ${r.accepted} accepted, ${r.durationS.toFixed(1)} s`);
-    log(`     answers: ${Object.entries(r.statuses).map(([k, v]) => `${k} × ${v}`).join(', ')}`);
+    console.log(`   ${r.label}: bots had ${pct(r.botTicketShare)} of the ${r.label.includes('no') ? 'shoppers' : 'tickets'} (${r.tickets.bots}${r.label.includes('no') ? '' : `, ${r.tickets.botsInPrequeue} in the pre-queue`}) and got ${pct(r.botUnitShare)} of the units (${r.units.bots} of ${r.units.bots + r.units.people}); ${r.requests} requests (${r.errors} connection errors, retried), ${r.accepted} accepted, ${r.durationS.toFixed(1)} s`);
+    console.log(`     answers: ${Object.entries(r.statuses).map(([k, v]) => `${k} × ${v}`).join(', ')}`);
   }
-  return { options: o, room: runs.room!, plain: runs.plain!, checks };
+  return { options: o, room: runs.room!, plain: runs.plain! };
 }
 
 async function main(): Promise<number> {
   // Every simulated shopper and bot shares this one address: the rate limits are off (benchEnv).
   const env = benchEnv('fair');
-  buildIfCompiled();
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   const dir = fileURLToPath(new URL('./results/logs', import.meta.url));
@@ -388,10 +371,11 @@ async function main(): Promise<number> {
   process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
   try {
     sys.startWorker();
-    const r = await fairness(sys, config);
+    const checks = new Checks();
+    await fairness(sys, config, checks);
     const crashes = sys.crashes();
     if (crashes.length) throw new Error(crashes.join('\n'));
-    return r.checks.every((c) => c.ok) ? 0 : 1;
+    return checks.ok ? 0 : 1;
   } finally {
     await sys.stop();
   }

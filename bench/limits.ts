@@ -7,12 +7,12 @@
  *
  * BENCH_DURATION_S (default 5), BENCH_CONNECTIONS (64), BENCH_ROUNDS (3).
  */
-import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig } from '../core/config.ts';
 import { migrate } from '../prisma/migrate.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { closedLoop } from './closed-loop.ts';
 import { Cursor, Shoppers } from './load.ts';
 import { BenchSystem } from './system.ts';
@@ -25,29 +25,20 @@ const rounds = num('BENCH_ROUNDS', 3);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function start(mode: 'on' | 'off', id: string, secret: string, admin: string): Promise<BenchSystem> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    JWT_SECRET: secret,
-    ADMIN_TOKEN: admin,
-    REDIS_KEY_PREFIX: `fs:bench-${id}-${mode}`,
-    AMQP_PREFIX: `fs.bench-${id}-${mode}`,
-    LOG_LEVEL: 'warn',
-    RATE_LIMITS: mode,
-    RATE_LIMIT_IP: '1000000000/1',
-  };
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  return BenchSystem.start(loadConfig(env), env, `${RESULTS_DIR}/logs/${stamp}-limits-${mode}`);
+/** The API of one mode, on `base` (one secret for both, so the same shoppers' tokens hold) with a prefix of its own. */
+async function start(mode: 'on' | 'off', base: NodeJS.ProcessEnv): Promise<BenchSystem> {
+  const env = { ...base, RATE_LIMITS: mode, REDIS_KEY_PREFIX: `${base.REDIS_KEY_PREFIX}-${mode}`, AMQP_PREFIX: `${base.AMQP_PREFIX}-${mode}` };
+  return BenchSystem.start(loadConfig(env), env, `${RESULTS_DIR}/logs/${stampOf()}-limits-${mode}`);
 }
 
 async function main(): Promise<number> {
-  const id = randomBytes(4).toString('hex');
-  const secret = randomBytes(32).toString('hex');
-  const admin = randomBytes(16).toString('hex');
-  await migrate(loadConfig({ ...process.env }).DATABASE_URL);
+  // The IP limit out of reach: every request pays the limiters' Redis calls, none is refused.
+  const base = benchEnv('limits', { RATE_LIMIT_IP: '1000000000/1' });
+  const id = base.REDIS_KEY_PREFIX!.split('-').at(-1)!;
+  const secret = base.JWT_SECRET!;
+  await migrate(loadConfig(base).DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
-  const systems = { off: await start('off', id, secret, admin), on: await start('on', id, secret, admin) };
+  const systems = { off: await start('off', base), on: await start('on', base) };
   const rows: { path: string; mode: string; rps: number; p50: number; p99: number; ok: boolean }[] = [];
   let ok = true;
   try {

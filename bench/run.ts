@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig, type Config } from '../core/config.ts';
 import { migrate } from '../prisma/migrate.ts';
-import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { Checks } from './checks.ts';
 import { generatorName } from './closed-loop.ts';
 import { processGroups, type Bench } from './context.ts';
@@ -106,7 +106,6 @@ async function main(): Promise<number> {
   const checks = new Checks();
   console.log(`Benchmark ${stamp}: ${results.machine.cores} cores, Node ${results.machine.node}, commit ${results.machine.commit}, load from ${results.generator}, ${compiled ? 'compiled' : 'tsx'}${settings.quick ? ', QUICK' : ''}`);
   if (!canReadCpu()) console.log('   (no /proc here: CPU figures and bounds are left out)');
-  buildIfCompiled();
 
   await migrate(config.DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
@@ -137,10 +136,9 @@ async function main(): Promise<number> {
     if (process.env.BENCH_EXTRAS === 'off') throw new Error('BENCH_EXTRAS=off: fairness, the Redis shard and the cost of metrics were skipped');
     console.log('\nFairness: bots against people, with and without a waiting room (the worker running)');
     sys.startWorker();
-    const fair = await fairness(sys, config, settings.quick ? { ...fairnessOptions(), people: 300, bots: 5, identitiesPerBot: 4, units: 30, windowS: 3 } : fairnessOptions());
+    const fair = await fairness(sys, config, checks, settings.quick ? { ...fairnessOptions(), people: 300, bots: 5, identitiesPerBot: 4, units: 30, windowS: 3 } : fairnessOptions());
     await sys.stopWorker();
     results.fairness = { room: fair.room, plain: fair.plain, options: fair.options };
-    for (const c of fair.checks) checks.list.push(c);
     results.redisShard = await redisShard(b);
     const m = await metricsCost(b);
     results.metricsCost = m.cost;

@@ -5,9 +5,8 @@
  * queues and exchanges, Redis keys, the run's rows in PostgreSQL), is safe after any failure, and runs once.
  */
 import amqp, { type ChannelModel } from 'amqplib';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -15,6 +14,7 @@ import { topologyFor } from '../core/amqp/topology.ts';
 import type { Config } from '../core/config.ts';
 import type { PurchaseState } from '../core/purchase-state.ts';
 import { purchaseKey, saleKeys } from '../core/redis/keys.ts';
+import { freePort } from '../scripts/local/child.ts';
 
 /**
  * The checkout whose API and worker are measured: this one, or BENCH_SYSTEM_ROOT (another checkout with its own
@@ -27,6 +27,19 @@ const HARNESS_ROOT = fileURLToPath(new URL('..', import.meta.url));
  * sources under tsx (what `npm run api` runs).
  */
 const COMPILED = process.env.BENCH_TSX !== '1';
+
+let built = false;
+/**
+ * Builds this checkout's dist/ (`npm run build`), once per benchmark process, before the first system starts: every
+ * benchmark measures what the source says, never an older build. Not under BENCH_TSX=1, nor for BENCH_SYSTEM_ROOT
+ * (another checkout, built by whoever made it).
+ */
+function buildOnce(): void {
+  if (built || !COMPILED || process.env.BENCH_SYSTEM_ROOT) return;
+  console.log('npm run build...');
+  execFileSync('npm', ['run', '-s', 'build'], { cwd: HARNESS_ROOT, stdio: 'inherit' });
+  built = true;
+}
 
 /** The command line of a process of the system: its compiled file under dist/, or its source under tsx. */
 function entry(source: string, root: string): string[] {
@@ -101,16 +114,6 @@ function tail(path: string): string {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address();
-      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 async function waitReady(child: Child, url: string, ready: (status: number) => boolean): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -146,10 +149,12 @@ export class BenchSystem {
   }
 
   /**
-   * Starts the API and the bare ceiling. `env` is the children's whole environment; `config` is the same, parsed.
+   * Starts the API and the bare ceiling (built first, see buildOnce). `env` is the children's whole environment;
+   * `config` is the same, parsed.
    * Child output goes to `<logPrefix>-<name>.log`. On failure the children are stopped before the error is thrown.
    */
   static async start(config: Config, env: NodeJS.ProcessEnv, logPrefix: string): Promise<BenchSystem> {
+    buildOnce();
     const [apiPort, barePort] = [await freePort(), await freePort()];
     const api = new Child('api', entry('api/main.ts', ROOT), { ...env, PORT: String(apiPort) }, `${logPrefix}-api.log`);
     // The ceiling is Express's own JavaScript either way: tsx only transpiles the few lines of its file at start.

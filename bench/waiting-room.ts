@@ -25,20 +25,20 @@
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { mintToken } from '../api/auth.ts';
 import { loadConfig } from '../core/config.ts';
 import type { RedisClient } from '../core/redis/client.ts';
-import { advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type QueueKeys } from '../core/waiting-room/scripts.ts';
+import { advanceOptionsOf, advanceQueue, joinQueue, loadQueue, queueKeys, touchTickets, type QueueKeys } from '../core/waiting-room/scripts.ts';
 import { migrate } from '../prisma/migrate.ts';
+import { freePort } from '../scripts/local/child.ts';
 import { startRedisNode } from '../scripts/local/redis-node.ts';
+import { cpuSeconds, listenerPid } from './cpu.ts';
 import { percentiles } from './load.ts';
-import { benchEnv, buildIfCompiled, stampOf } from './bench-env.ts';
+import { benchEnv, stampOf } from './bench-env.ts';
 import { BenchSystem } from './system.ts';
 
 const tickets = Number(process.env.QUEUE_BENCH_TICKETS ?? 100_000);
@@ -81,15 +81,6 @@ function cpuNs(pid: number): number {
   return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
 
 /**
  * Part 1: the scripts alone, on a private redis-server with this process as its only client, so that Redis's CPU
@@ -151,18 +142,14 @@ async function scriptsAlone(): Promise<void> {
   }
 }
 
-/** Port -> pid of the process listening there (ss, as root or for our own processes). */
+/** The pid listening on `port` (bench/cpu.ts). @throws when none is found. */
 function pidOn(port: number): number {
-  const out = spawnSync('ss', ['-ltnpH', `sport = :${port}`], { encoding: 'utf8' }).stdout;
-  const pid = /pid=(\d+)/.exec(out)?.[1];
-  if (!pid) throw new Error(`no process found listening on ${port}`);
-  return Number(pid);
+  const pid = listenerPid(port);
+  if (pid === undefined) throw new Error(`no process found listening on ${port}`);
+  return pid;
 }
-const CLOCK_TICK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLOCK_TICK;
-}
+/** CPU seconds of `pid` so far (bench/cpu.ts); 0 once it has gone. */
+const cpuOf = (pid: number) => cpuSeconds(pid) ?? 0;
 function rssMb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 }
@@ -188,7 +175,6 @@ function passesIn(logPath: string, from: number, to: number): Pass[] {
 async function withStreams(perNode: number): Promise<void> {
   const env = benchEnv('q', { LOG_LEVEL: 'debug' }); // the nodes log each pass over their streams
   const id = env.REDIS_KEY_PREFIX!.split('-').at(-1)!;
-  buildIfCompiled();
   const config = loadConfig(env);
   await migrate(config.DATABASE_URL);
   mkdirSync(`${RESULTS_DIR}/logs`, { recursive: true });
@@ -201,9 +187,7 @@ async function withStreams(perNode: number): Promise<void> {
     void sys.stop().finally(() => process.exit(130));
   };
   process.once('SIGINT', interrupt).once('SIGTERM', interrupt);
-  const db = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
   const sub = new Redis(config.REDIS_URL);
-  let saleId: string | undefined;
   try {
     const api2 = await sys.startApi('api2', {});
     const ports = [Number(new URL(sys.apiUrl).port), Number(new URL(api2).port)];
@@ -216,7 +200,7 @@ async function withStreams(perNode: number): Promise<void> {
       startsAt: new Date(Date.now() + 3_600_000).toISOString(),
       waitingRoom: { admissionsPerMinute: perMinute, maxInside: 1_000_000, sessionSeconds: 3600, order: 'fifo' },
     };
-    saleId = await sys.createSale(sale);
+    const saleId = await sys.createSale(sale);
     const k = queueKeys(config.REDIS_KEY_PREFIX, saleId);
     const userIds = Array.from({ length: tickets }, (_, i) => `q-${id}-${i}`);
     let next = 0;
@@ -293,7 +277,7 @@ async function withStreams(perNode: number): Promise<void> {
     await sleep(3000); // the start's own pass (every stream's state changes) settles
 
     const from = Date.now();
-    const cpu0 = pids.map(cpuSeconds);
+    const cpu0 = pids.map(cpuOf);
     const admitted0 = Number(await sys.redis.hget(k.queue, 'admitted'));
     const changes0 = changes.length;
     const touch0 = touchCalls.length;
@@ -305,13 +289,13 @@ async function withStreams(perNode: number): Promise<void> {
     const measureUntil = from + measureS * 1000;
     while (Date.now() < measureUntil) {
       const c = performance.now();
-      await advanceQueue(sys.redis, k, '', { abandonMs: config.QUEUE_ABANDON_SECONDS * 1000, burstMs: 2 * config.QUEUE_TICK_MS });
+      await advanceQueue(sys.redis, k, '', advanceOptionsOf(config));
       calls.push(performance.now() - c);
       await sleep(500);
     }
     const to = Date.now();
     const seconds = (to - from) / 1000;
-    const cpu = pids.map((p, i) => (cpuSeconds(p) - cpu0[i]!) / seconds);
+    const cpu = pids.map((p, i) => (cpuOf(p) - cpu0[i]!) / seconds);
     const admitted = Number(await sys.redis.hget(k.queue, 'admitted')) - admitted0;
     const messages = changes.length - changes0;
     const slow = await slowCalls(sys.redis, slow0, k.queue);
@@ -348,9 +332,6 @@ async function withStreams(perNode: number): Promise<void> {
   } finally {
     for (const c of crowds) if (c.connected) c.send({ type: 'close' });
     sub.disconnect();
-    // The run's sales are deleted with BenchSystem's cleanup, which does not know waiting rooms.
-    if (saleId) await db.query('DELETE FROM waiting_rooms WHERE sale_id = $1', [saleId]).catch(() => undefined);
-    await db.end();
     await sys.stop();
   }
 }

@@ -5,10 +5,10 @@
  * names. `kill(target)` is kill -9 of exactly that target's pids followed by a restart on the same port and data;
  * `stop()` ends every pid the run started, once, also after a failure.
  */
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { migrate } from '../prisma/migrate.ts';
+import { freePort } from '../scripts/local/child.ts';
 import { startRabbitNode, type RabbitNode } from '../scripts/local/rabbitmq-node.ts';
 import { startRedisNode, type RedisNode } from '../scripts/local/redis-node.ts';
 import type { Target } from './schedule.ts';
@@ -40,17 +40,6 @@ export interface ChaosSystem {
   dropDatabase(): Promise<void>;
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 /**
  * Starts the whole system and waits until both API nodes answer /readyz and the worker consumes.

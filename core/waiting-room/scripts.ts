@@ -4,6 +4,7 @@
  * the sale's channel (sharded pub/sub) is in the same slot, so on a cluster only the shard holding it carries it.
  */
 import { readFileSync } from 'node:fs';
+import type { Config } from '../config.ts';
 import type { RedisClient as Redis } from '../redis/client.ts';
 import { saleKeys } from '../redis/keys.ts';
 
@@ -140,6 +141,14 @@ export interface AdvanceOptions {
   abandonMs: number;
   /** The rate's burst tolerance tau, ms (see queue-advance-11.lua: at most floor((W + tau) / T) + 1 in any W). */
   burstMs: number;
+}
+
+/**
+ * The options every node's advances use: QUEUE_ABANDON_SECONDS, and a burst tolerance of two ticks (QUEUE_TICK_MS),
+ * so that ticks of nodes that drift apart keep the schedule without losing a slot (see README, Waiting room).
+ */
+export function advanceOptionsOf(config: Pick<Config, 'QUEUE_ABANDON_SECONDS' | 'QUEUE_TICK_MS'>): AdvanceOptions {
+  return { abandonMs: config.QUEUE_ABANDON_SECONDS * 1000, burstMs: 2 * config.QUEUE_TICK_MS };
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { createServer } from 'node:net';
 
 /** How a child ended: a signal name (`SIGKILL`) or `exit <code>`. */
 export type ExitReason = string;
@@ -96,4 +97,16 @@ export async function awaitReady(
   if (child.exit) reason = `exited (${child.exit})`;
   await child.kill();
   throw new Error(`${o.name} did not start: ${reason}; see ${o.see}`);
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released), for a process about to listen on it. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
 }
