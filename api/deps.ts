@@ -3,17 +3,17 @@
  * prefixes and connections.
  */
 import type { CoreDeps } from '../core/deps.ts';
-import type { RedisClient } from '../core/redis/client.ts';
 import type { ApiMetrics } from './metrics.ts';
 import type { OpenStreams } from './open-streams.ts';
 import type { PurchaseEvents } from './purchase-events.ts';
+import type { ShardChannels } from './shard-channels.ts';
 import type { PurchasePublisher } from './purchase-publisher.ts';
 import type { SoldOutCache } from './sold-out-cache.ts';
 
 export interface ApiDeps extends CoreDeps {
   events: PurchaseEvents;
-  /** The sharded pub/sub subscriber connection: purchase events and waiting-room counter changes. */
-  shardedSub: RedisClient;
+  /** The node's sharded pub/sub subscriptions: purchase events and waiting-room counter changes. */
+  channels: ShardChannels;
   /** Publishes admitted purchases, one message per event-loop turn. */
   purchases: PurchasePublisher;
   soldOut: SoldOutCache;

@@ -16,6 +16,7 @@ import type { ApiDeps } from './deps.ts';
 import { createApiMetrics } from './metrics.ts';
 import { OpenStreams } from './open-streams.ts';
 import { PurchaseEvents } from './purchase-events.ts';
+import { ShardChannels } from './shard-channels.ts';
 import { PurchasePublisher } from './purchase-publisher.ts';
 import { SoldOutCache } from './sold-out-cache.ts';
 
@@ -64,13 +65,14 @@ export async function startApi(
   const subscribed = soldOut.start();
   if (o.background) subscribed.catch((err: Error) => logger.warn({ err: err.message }, 'sold-out notices not subscribed'));
   else await subscribed;
-  const events = new PurchaseEvents(shardedSub, config.REDIS_KEY_PREFIX, logger);
+  const channels = new ShardChannels(shardedSub);
+  const events = new PurchaseEvents(channels, config.REDIS_KEY_PREFIX, logger);
   const purchases = new PurchasePublisher(broker, topo);
   const metrics = config.METRICS ? createApiMetrics({ config, broker, redis, topology: topo }) : undefined;
   let draining = false;
   const streams = new OpenStreams();
   const deps: ApiDeps = {
-    config, logger, db, redis, broker, topology: topo, events, shardedSub, soldOut, purchases, streams, draining: () => draining,
+    config, logger, db, redis, broker, topology: topo, events, channels, soldOut, purchases, streams, draining: () => draining,
     ...(metrics ? { metrics } : {}),
   };
   const app = createApp(deps);

@@ -21,10 +21,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import { QuietWarnings } from '../core/quiet-log.ts';
-import type { RedisClient } from '../core/redis/client.ts';
 import { isNewer, parseQueueChange, queueKeys, touchTickets, type QueueSnapshot, type Ticket } from '../core/waiting-room/scripts.ts';
 import type { WaitingRoom } from '../core/waiting-room/settings.ts';
 import type { ApiDeps } from './deps.ts';
+import type { ShardChannels } from './shard-channels.ts';
 import { advance, answerOf, type QueueAnswer } from './queue-service.ts';
 
 /** Shoppers marked and read in one touch call, count: bounds each call's time in Redis. */
@@ -60,7 +60,8 @@ interface Sale {
   streams: Set<Stream>;
   /** Opens under way: the subscription stays while any. */
   opening: number;
-  subscribed: Promise<unknown>;
+  /** The subscription to the sale's channel: resolves with its removal once Redis confirmed it. */
+  subscribed: Promise<() => void>;
   /** The newest counter seen (never holding a ticket). */
   snap?: QueueSnapshot;
   /** Streams with a touch in flight. */
@@ -95,20 +96,12 @@ const noop = () => undefined;
 
 export class QueueStreams {
   private readonly sales = new Map<string, Sale>();
-  private readonly byChannel = new Map<string, Sale>();
   private readonly quiet: QuietWarnings;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
 
   constructor(private readonly d: ApiDeps) {
     this.quiet = new QuietWarnings(d.logger);
-    d.shardedSub.on('smessage', (channel: string, message: string) => {
-      const sale = this.byChannel.get(channel);
-      if (!sale) return;
-      const snap = parseQueueChange(message);
-      if (snap) this.apply(sale, snap);
-      else this.quiet.warn({ channel }, 'ignoring a malformed waiting-room change');
-    });
     // Stock came back (an expired reservation or a failure): restart the counter now rather than at the next tick.
     d.soldOut.on('returned', (saleId: string) => {
       const sale = this.sales.get(saleId);
@@ -169,13 +162,15 @@ export class QueueStreams {
     let sale = this.sales.get(room.saleId);
     if (!sale) {
       const channel = queueKeys(this.d.config.REDIS_KEY_PREFIX, room.saleId).channel;
-      const created: Sale = { room, channel, streams: new Set(), opening: 0, subscribed: Promise.resolve(), reading: new Set(), refreshing: false, urgent: false, lastRefresh: 0 };
-      created.subscribed = this.d.shardedSub.ssubscribe(channel).catch((err: unknown) => {
-        this.forget(created); // the next open subscribes again
-        throw err;
-      });
+      const created: Sale = { room, channel, streams: new Set(), opening: 0, subscribed: Promise.resolve(noop), reading: new Set(), refreshing: false, urgent: false, lastRefresh: 0 };
+      // A missed message (a reconnect's `resync`) costs nothing but time: the next tick's reply carries the counter.
+      created.subscribed = this.d.channels
+        .subscribe(channel, (message) => message !== 'resync' && this.announced(created, message))
+        .catch((err: unknown) => {
+          this.forget(created); // the next open subscribes again
+          throw err;
+        });
       this.sales.set(room.saleId, created);
-      this.byChannel.set(channel, created);
       sale = created;
     }
     sale.opening++;
@@ -184,14 +179,19 @@ export class QueueStreams {
 
   private leave(sale: Sale): void {
     if (sale.streams.size > 0 || sale.opening > 0) return;
-    if (this.forget(sale)) this.d.shardedSub.sunsubscribe(sale.channel).catch(noop);
+    if (this.forget(sale)) sale.subscribed.then((unsubscribe) => unsubscribe(), noop);
+  }
+
+  private announced(sale: Sale, message: string): void {
+    const snap = parseQueueChange(message);
+    if (snap) this.apply(sale, snap);
+    else this.quiet.warn({ channel: sale.channel }, 'ignoring a malformed waiting-room change');
   }
 
   /** Drops a sale's entry. @returns false when it was already gone. */
   private forget(sale: Sale): boolean {
     if (this.sales.get(sale.room.saleId) !== sale) return false;
     this.sales.delete(sale.room.saleId);
-    this.byChannel.delete(sale.channel);
     clearTimeout(sale.refreshTimer);
     if (this.sales.size === 0 && this.timer) {
       clearInterval(this.timer);
@@ -369,11 +369,11 @@ export class QueueStreams {
   }
 }
 
-const bySubscriber = new WeakMap<RedisClient, QueueStreams>();
+const byChannels = new WeakMap<ShardChannels, QueueStreams>();
 
-/** The waiting-room streams of a node: one instance per subscriber connection, whatever app shares it. */
+/** The waiting-room streams of a node: one instance per node's subscriptions, whatever app shares them. */
 export function queueStreamsOf(d: ApiDeps): QueueStreams {
-  let q = bySubscriber.get(d.shardedSub);
-  if (!q) bySubscriber.set(d.shardedSub, (q = new QueueStreams(d)));
+  let q = byChannels.get(d.channels);
+  if (!q) byChannels.set(d.channels, (q = new QueueStreams(d)));
   return q;
 }
