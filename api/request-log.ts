@@ -6,9 +6,9 @@
  * or a cookie. The line has pino-http's shape (`req`, `res`, `responseTime`), so tools reading either agree.
  *
  * Quiet on the hot paths: the routine answers of the purchase routes (202, 304, and the expected 409s), of the
- * status reads and of the waiting room's ticket reads and streams are logged for a sample of REQUEST_LOG_SAMPLE of them (a flash crowd would otherwise write a line
- * per shopper); every 4xx elsewhere is logged at `info`, every 5xx at `error`. Probes and scrapes (`/healthz`,
- * `/readyz`, `/metrics`) are not logged.
+ * status reads and of the waiting room's ticket reads and streams are logged for a sample of REQUEST_LOG_SAMPLE of
+ * them (a flash crowd would otherwise write a line per shopper); every 4xx elsewhere is logged at `info`, every 5xx
+ * at `error`. Probes and scrapes (`/healthz`, `/readyz`, `/metrics`) are not logged.
  *
  * Why not pino-http, which this replaced: it builds a child logger (and serialises its bindings) for every request,
  * before anyone knows whether the answer will be logged; measured with `npm run bench`'s CPU profile, that was about
