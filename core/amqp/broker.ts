@@ -100,6 +100,8 @@ export class Broker extends EventEmitter {
   private readonly returned = new Set<string>();
   private closing = false;
   private opening: Promise<void> | undefined;
+  /** When a channel was last replaced after a nack, ms (Date.now()). */
+  private replacedAt = 0;
   /** Publishes waiting for their confirm, count. */
   private unconfirmed = 0;
 
@@ -174,6 +176,23 @@ export class Broker extends EventEmitter {
     });
     this.channel = ch;
     this.emit('ready');
+  }
+
+  /**
+   * Replaces a channel that nacked, at most once per REOPEN_RETRY_MS. A nack means the broker could not enqueue,
+   * and the channel may stay that way: a channel opened on RabbitMQ 3.10 while a quorum queue elected its new
+   * leader nacked every publish for minutes while a new channel on the same node was acked at once (seen in
+   * test:cluster's failover run). The old channel carries publishes until the new one is open, then closes: its
+   * publishes still in flight fail as channel losses and are published once more (see publish).
+   */
+  private replaceAfterNack(ch: ConfirmChannel): void {
+    if (this.channel !== ch || this.opening || this.closing || Date.now() - this.replacedAt < REOPEN_RETRY_MS) return;
+    this.replacedAt = Date.now();
+    this.o.logger.warn('rabbitmq nacked a publish; replacing the publish channel');
+    this.opening = this.openChannel(this.model)
+      .then(() => ch.close())
+      .catch((err: Error) => this.o.logger.warn({ err: err.message }, 'cannot replace the publish channel yet'))
+      .finally(() => (this.opening = undefined));
   }
 
   /** True while a confirm channel is open. */
@@ -252,6 +271,7 @@ export class Broker extends EventEmitter {
           const e = new PublishError(`publish nacked: ${String(err?.message ?? err)}`);
           // amqplib fails every unconfirmed publish when its channel closes; a real nack leaves the channel open.
           e.channelLost = this.channel !== ch || /closed/i.test(String(err?.message ?? err));
+          if (!e.channelLost) this.replaceAfterNack(ch);
           settle(e);
         });
         this.emit('published', id);
