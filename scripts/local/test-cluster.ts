@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRabbitCluster } from './rabbitmq-cluster.ts';
 import { startRedisCluster } from './redis-cluster.ts';
+import type { ChildHandle } from './child.ts';
 import { runFailover } from './failover.ts';
 
 const SUITES = (process.env.CLUSTER_SUITES ?? 'test/purchase-flow.test.ts,test/resilience.test.ts,test/failures.test.ts,test/reservations.test.ts').split(',');
@@ -29,10 +30,14 @@ const env = { ...process.env, REDIS_CLUSTER_NODES: redis.seeds.join(','), AMQP_U
 const suiteEnv = { ...env, TEST_API_NODES: process.env.TEST_API_NODES ?? '2', TEST_WORKERS: process.env.TEST_WORKERS ?? '2' };
 
 let failed = false;
+/** The failover run's API nodes and workers, stopped with the clusters whatever ends the run. */
+const children: ChildHandle[] = [];
 const stopAll = async () => {
+  await Promise.all(children.map((c) => c.stop(5000)));
   await Promise.all([redis.stop(), rabbit.stop()]);
 };
-process.once('SIGINT', () => void stopAll().then(() => process.exit(130)));
+// Ctrl-C, or a CI job's timeout (SIGTERM): nothing this run started outlives it.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stopAll().then(() => process.exit(signal === 'SIGINT' ? 130 : 143)));
 try {
   if (process.env.CLUSTER_SKIP_SUITES !== 'true') {
     const code = await new Promise<number>((resolve) => {
@@ -46,7 +51,7 @@ try {
     }
   }
   if (process.env.CLUSTER_SKIP_FAILOVER !== 'true') {
-    const report = await runFailover({ redis, rabbit, env, dir });
+    const report = await runFailover({ redis, rabbit, env, dir, children });
     console.log(report.lines.join('\n'));
     if (!report.ok) failed = true;
   }
